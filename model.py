@@ -1,0 +1,191 @@
+"""SRGAN (Ledig et al. 2017, arXiv:1609.04802) as one static TensorFlow-1 graph.
+
+Read top to bottom: the layers, the generator (SRResNet), the discriminator, the losses and the
+optimizers, all assembled by the SRGAN class. Pure tf.compat.v1: variable_scope + get_variable
+for weights, name_scope for a readable TensorBoard graph, explicit UPDATE_OPS for batch norm.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf
+
+from vgg16 import VGG16
+
+tf1 = tf.compat.v1
+
+CONTENT_LOSSES = ("vgg", "mse", "mse+vgg")
+VGG_RESCALE = 1 / 12.75  # the paper rescales VGG features so the VGG loss is comparable to the MSE
+ADV_WEIGHT = 1e-3  # the paper's weight of the adversarial loss in the perceptual loss
+PHASES = ("pretrain", "gan", "done")
+
+
+# ----------------------------------------------------------------------------- layers
+
+def conv2d(x, filters, kernel, stride=1, name="conv"):
+    """kernel x kernel convolution with bias, SAME padding (the paper's k{kernel}n{filters}s{stride})."""
+    with tf1.variable_scope(name):
+        w = tf1.get_variable("kernel", [kernel, kernel, x.shape[-1], filters])
+        b = tf1.get_variable("bias", [filters], initializer=tf1.zeros_initializer())
+        return tf.nn.bias_add(tf.nn.conv2d(x, w, stride, "SAME"), b)
+
+
+def dense(x, units, name="dense"):
+    with tf1.variable_scope(name):
+        w = tf1.get_variable("kernel", [x.shape[-1], units])
+        b = tf1.get_variable("bias", [units], initializer=tf1.zeros_initializer())
+        return tf.nn.bias_add(tf.matmul(x, w), b)
+
+
+def batch_norm(x, training, name="bn", momentum=0.99, epsilon=1e-3):
+    """Fused batch norm: batch statistics when training (moving averages updated through
+    UPDATE_OPS, which the optimizers of this network depend on), moving averages otherwise."""
+    with tf1.variable_scope(name):
+        channels = x.shape[-1]
+        gamma = tf1.get_variable("gamma", [channels], initializer=tf1.ones_initializer())
+        beta = tf1.get_variable("beta", [channels], initializer=tf1.zeros_initializer())
+        moving_mean = tf1.get_variable("moving_mean", [channels], initializer=tf1.zeros_initializer(), trainable=False)
+        moving_var = tf1.get_variable("moving_variance", [channels], initializer=tf1.ones_initializer(), trainable=False)
+        if not training:
+            y, _, _ = tf1.nn.fused_batch_norm(x, gamma, beta, moving_mean, moving_var, epsilon, is_training=False)
+            return y
+        y, mean, var = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon, is_training=True)
+        for moving, batch in ((moving_mean, mean), (moving_var, var)):
+            update = moving.assign_sub((moving - batch) * (1 - momentum))
+            tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, update)
+        return y
+
+
+def prelu(x, name="prelu"):
+    """Parametric ReLU with one learned slope per channel (He et al. 2015, init 0.25)."""
+    with tf1.variable_scope(name):
+        alpha = tf1.get_variable("alpha", [x.shape[-1]], initializer=tf1.constant_initializer(0.25))
+        return tf.maximum(x, 0.0) + alpha * tf.minimum(x, 0.0)
+
+
+def lrelu(x):
+    return tf.nn.leaky_relu(x, alpha=0.2)
+
+
+def sigmoid_cross_entropy(label, logits):
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), label), logits=logits))
+
+
+# ----------------------------------------------------------------------------- the model
+
+class SRGAN:
+    """The whole training graph: generator, discriminator called twice with shared variables,
+    two VGG16 towers on one frozen set of ImageNet weights, the losses, three Adam optimizers
+    (MSE pre-training, generator, discriminator), a global step and a phase that live in the
+    checkpoint, summaries, and a fully convolutional inference path (`lr_input` -> `sr_output`)."""
+
+    def __init__(self, lr, hr, blocks=16, content_loss="vgg", vgg_layer="conv5_3", learning_rate=1e-3,
+                 beta1=0.97, lr_decay_step=None):
+        if content_loss not in CONTENT_LOSSES:
+            raise ValueError(f"content_loss must be one of {CONTENT_LOSSES}, not {content_loss!r}")
+        self.blocks = blocks
+        self.global_step = tf1.train.get_or_create_global_step()
+        self.phase = tf1.get_variable("phase", [], tf.int32, tf1.zeros_initializer(), trainable=False)
+        with tf1.name_scope("next_phase"):
+            self.next_phase = self.phase.assign_add(1)
+
+        self.lr, self.hr = lr, hr
+        self.Gz = self.Generator(lr, training=True)
+        self.Dx, logits_dx = self.Discriminator(hr)
+        self.Dg, logits_dg = self.Discriminator(self.Gz, reuse=True)
+        self.vgg = VGG16() if "vgg" in content_loss else None
+        self.build_losses(logits_dx, logits_dg, content_loss, vgg_layer)
+        self.build_optimizers(learning_rate, beta1, lr_decay_step)
+        self.build_summaries()
+
+        with tf1.name_scope("inference"):
+            self.lr_input = tf1.placeholder(tf.float32, [None, None, None, 3], name="lr_input")
+            self.sr_output = tf.identity(self.Generator(self.lr_input, training=False, reuse=True), name="sr_output")
+
+    def Generator(self, x, training, reuse=False):
+        """SRResNet: k9n64s1 PReLU; B residual blocks (k3n64s1 BN PReLU k3n64s1 BN, + skip);
+        k3n64s1 BN + long skip; 2 x (k3n256s1, sub-pixel x2, PReLU); k9n3s1; tanh."""
+        with tf1.variable_scope("generator", reuse=reuse):
+            x = prelu(conv2d(x, 64, 9, name="conv_in"), name="prelu_in")
+            skip = x
+            for i in range(self.blocks):
+                with tf1.variable_scope(f"res{i}"):
+                    r = prelu(batch_norm(conv2d(x, 64, 3, name="conv1"), training, "bn1"))
+                    x = x + batch_norm(conv2d(r, 64, 3, name="conv2"), training, "bn2")
+            x = skip + batch_norm(conv2d(x, 64, 3, name="conv_mid"), training, "bn_mid")
+            for i in range(2):
+                with tf1.variable_scope(f"upsample{i}"):
+                    x = prelu(tf.nn.depth_to_space(conv2d(x, 256, 3), 2))
+            return tf.tanh(conv2d(x, 3, 9, name="conv_out"))
+
+    def Discriminator(self, x, reuse=False):
+        """k3n64s1 LReLU; 7 x (conv, BN, LReLU) with (n, s) below; dense 1024 LReLU; dense 1.
+        Returns (probability, logit). Batch norm always uses batch statistics here: the
+        discriminator only ever runs while training."""
+        with tf1.variable_scope("discriminator", reuse=reuse):
+            x = lrelu(conv2d(x, 64, 3, name="conv0"))
+            for i, (filters, stride) in enumerate([(64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2)], 1):
+                x = lrelu(batch_norm(conv2d(x, filters, 3, stride, name=f"conv{i}"), True, f"bn{i}"))
+            x = tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]])
+            logits = dense(lrelu(dense(x, 1024, "dense0")), 1, "dense1")
+            return tf.sigmoid(logits), logits
+
+    def build_losses(self, logits_dx, logits_dg, content_loss, vgg_layer):
+        """d_loss = CE(1, D(x)) + CE(0, D(G(z))); g_loss = content + 1e-3 * CE(1, D(G(z)))."""
+        with tf1.name_scope("losses"):
+            self.d_loss = tf.add(sigmoid_cross_entropy(1.0, logits_dx), sigmoid_cross_entropy(0.0, logits_dg), name="d_loss")
+            self.adv_loss = tf.identity(sigmoid_cross_entropy(1.0, logits_dg), name="adv_loss")
+            self.mse_loss = tf.reduce_mean(tf.square(self.Gz - self.hr), name="mse_loss")
+            terms = []
+            if "mse" in content_loss:
+                terms.append(self.mse_loss)
+            if self.vgg is not None:
+                phi_hr = self.vgg(self.hr, vgg_layer, name="vgg_hr") * VGG_RESCALE
+                phi_sr = self.vgg(self.Gz, vgg_layer, name="vgg_sr") * VGG_RESCALE
+                self.vgg_loss = tf.reduce_mean(tf.square(phi_sr - phi_hr), name="vgg_loss")
+                terms.append(self.vgg_loss)
+            self.content_loss = tf.add_n(terms, name="content_loss")
+            self.g_loss = tf.add(self.content_loss, ADV_WEIGHT * self.adv_loss, name="g_loss")
+
+    def build_optimizers(self, learning_rate, beta1, lr_decay_step):
+        """One Adam per job, each minimizing over its own scope's variables after that scope's
+        batch-norm updates. Sharing one Adam would step its beta-power accumulators twice."""
+        with tf1.name_scope("optimizers"):
+            if lr_decay_step:
+                self.learning_rate = tf.where(self.global_step < lr_decay_step, learning_rate, learning_rate * 0.1,
+                                              name="learning_rate")
+            else:
+                self.learning_rate = tf.constant(learning_rate, name="learning_rate")
+
+            def minimize(loss, scope, name, step=None):
+                variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope=scope + "/")
+                updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, scope=scope)
+                with tf1.name_scope(name), tf.control_dependencies(updates):
+                    adam = tf1.train.AdamOptimizer(self.learning_rate, beta1, name=name)
+                    return adam.minimize(loss, global_step=step, var_list=variables, name="minimize")
+
+            self.pretrain_op = minimize(self.mse_loss, "generator", "pretrain_adam", self.global_step)
+            self.d_train_op = minimize(self.d_loss, "discriminator", "d_adam")
+            self.g_train_op = minimize(self.g_loss, "generator", "g_adam", self.global_step)
+
+    def build_summaries(self):
+        """Scalars of each training step and an LR | bicubic | SR | HR image strip."""
+        with tf1.name_scope("summaries"):
+            scalar = tf1.summary.scalar
+            lr_summary = scalar("learning_rate", self.learning_rate)
+            self.pretrain_summary = tf1.summary.merge([scalar("mse_loss", self.mse_loss), lr_summary])
+            self.mean_Dx = tf.reduce_mean(self.Dx, name="mean_D_x")
+            self.mean_Dg = tf.reduce_mean(self.Dg, name="mean_D_G_z")
+            self.d_summary = tf1.summary.merge([
+                scalar("d_loss", self.d_loss), scalar("D_x", self.mean_Dx), scalar("D_G_z", self.mean_Dg)])
+            self.g_summary = tf1.summary.merge([
+                scalar("g_loss", self.g_loss), scalar("adv_loss", self.adv_loss),
+                scalar("content_loss", self.content_loss), scalar("mse_loss", self.mse_loss), lr_summary])
+            size = tf.shape(self.hr)[1:3]
+            nearest = tf.image.resize(self.lr, size, method="nearest")
+            bicubic = tf.clip_by_value(tf.image.resize(self.lr, size, method="bicubic"), -1.0, 1.0)
+            strip = tf.concat([nearest, bicubic, self.Gz, self.hr], axis=2)
+            self.image_summary = tf1.summary.image("lr_bicubic_sr_hr", (strip + 1.0) / 2.0, max_outputs=2)
+
+    def saveable_variables(self):
+        """Everything except the frozen VGG16 weights, which are reloaded from their file."""
+        return [v for v in tf1.global_variables() if not v.name.startswith("vgg16/")]

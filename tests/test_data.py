@@ -1,0 +1,337 @@
+"""Tests for utils.py: dataset layouts, decoding, the tf.data pipeline (run in graph mode like train.py), grids."""
+
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import utils
+
+rng = np.random.default_rng(0)
+
+
+def noise(h, w, c=3):
+    return rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+
+
+def write(path, image, mode=None):
+    """Save a uint8 array (or PIL image) with PIL, format from the extension; returns the absolute path."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image = image if isinstance(image, Image.Image) else Image.fromarray(image.squeeze(), mode)
+    image.save(path)
+    return os.path.abspath(path)
+
+
+def write_png16(path, image):
+    """16-bit grey [h, w, 1] or RGB [h, w, 3] PNG, written by hand because PIL cannot write 16-bit RGB."""
+    h, w, c = image.shape
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in image)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 3: 2}[c], 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return os.path.abspath(path)
+
+
+def take(paths, n=None, **kwargs):
+    """(lr, hr, bicubic downscale of hr) of the first n batches (all if None) of make_dataset, in graph mode."""
+    with tf.Graph().as_default():
+        ds = utils.make_dataset(paths, **kwargs)
+        lr, hr = tf.compat.v1.data.make_one_shot_iterator(ds).get_next()
+        down = tf.image.resize(hr, lr.shape[1:3], method="bicubic", antialias=True)
+        fetch = (lr, hr, tf.clip_by_value(down, -1.0, 1.0))
+        batches = []
+        with tf.compat.v1.Session() as sess:
+            try:
+                while n is None or len(batches) < n:
+                    batches.append(sess.run(fetch))
+            except tf.errors.OutOfRangeError:
+                pass
+    return tuple(np.concatenate(x) for x in zip(*batches))
+
+
+# ---------------------------------------------------------------- dataset layouts
+
+def build_tree(root, name):
+    """A tiny dataset of the `name` layout under root; returns the image paths list_images must find."""
+    j = lambda *parts: os.path.join(root, *parts)
+    if name == "places":
+        good = [write(j("a", "abbey", "00000001.jpg"), noise(40, 48)),
+                write(j("a", "apartment_building", "outdoor", "00000002.png"), noise(20, 24)),  # smaller than crop
+                write(j("b", "bakery", "00000003.JPG"), noise(36, 36, 1))]  # grayscale, upper-case extension
+        stray = [j("top.jpg"), j("a", "stray.jpg"), j("abbey", "x", "y.jpg"), j("a", "abbey", ".hidden.jpg")]
+    elif name == "dogs":
+        good = [write(j("Images", "n02085620-Chihuahua", "n02085620_10074.jpg"), noise(50, 40)),
+                write(j("Images", "n02085620-Chihuahua", "n02085620_2.bmp"), noise(32, 40)),
+                write(j("Images", "n02086240-Shih-Tzu", "n02086240_1.png"), noise(30, 34, 4))]  # RGBA, small
+        stray = [j("Images", "top.jpg"), j("Annotation", "n02085620-Chihuahua", "n02085620_1.jpg")]
+    elif name == "celeba":
+        good = [write(j("img_align_celeba", "000001.jpg"), noise(44, 36)),
+                write(j("img_align_celeba", "000002.jpg"), noise(36, 44)),
+                write_png16(j("img_align_celeba", "000003.png"), rng.integers(0, 65536, (40, 40, 3)))]
+        stray = [j("stray.jpg"), j("img_align_celeba", "sub", "x.jpg")]
+    else:
+        good = [write(j("x.jpeg"), noise(33, 47)),
+                write(j("a", "b", "c", "y.png"), noise(16, 64)),  # short side below the crop
+                write(j("z.bmp"), noise(40, 40))]
+        stray = [j(".hidden", "q.jpg"), j("a", ".q.png")]
+    for path in stray:
+        write(path, noise(40, 40))
+    with open(j("notes.txt"), "w") as f:
+        f.write("not an image")
+    return good
+
+
+LAYOUTS = ["places", "dogs", "celeba", "folder"]
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    """name -> (root, images) for every layout, built under <tmp>/data/<name>."""
+    base = tmp_path_factory.mktemp("trees")
+    return {name: (str(base / "data" / name), build_tree(str(base / "data" / name), name)) for name in LAYOUTS}
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_list_images_finds_exactly_the_layout(trees, name, monkeypatch):
+    root, images = trees[name]
+    assert utils.list_images(name, root) == sorted(images)
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(root)))  # the default is data/<name> in the cwd
+    assert utils.list_images(name) == sorted(images)
+
+
+@pytest.mark.parametrize("name, words", [
+    ("places", ["<letter>/<category>", "http://places.csail.mit.edu/"]),
+    ("dogs", ["Images/<synset-breed>/*.jpg", "http://vision.stanford.edu/aditya86/ImageNetDogs/"]),
+    ("celeba", ["img_align_celeba/*.jpg", "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"]),
+    ("folder", ["*.{jpg,jpeg,png,bmp}"]),
+])
+def test_missing_or_empty_dir_says_layout_and_source(tmp_path, name, words):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    for root, reason in [(tmp_path / "missing", "no such directory"), (empty, "")]:
+        with pytest.raises(utils.DataError) as e:
+            utils.list_images(name, str(root))
+        message = str(e.value)
+        assert "\n" not in message and str(root) in message and reason in message
+        assert all(word in message for word in words), message
+        assert name in utils.DATASETS and all(word in utils.DATASETS[name] for word in words)
+
+
+def test_wrong_layout_is_an_error(trees):
+    """A places-style tree is not a CelebA dataset (its images are all outside img_align_celeba/)."""
+    with pytest.raises(utils.DataError, match="img_align_celeba"):
+        utils.list_images("celeba", trees["places"][0])
+
+
+def test_sample_dataset_is_the_colour_photos():
+    paths = utils.list_images("sample", "ignored/dir")
+    assert [os.path.basename(p) for p in paths] == sorted(utils.SAMPLE_IMAGES)
+    for path in paths:
+        image = utils.load_image(path)
+        assert image.ndim == 3 and np.ptp(image.astype(int)[..., 0] - image[..., 2]) > 0, path
+
+
+# ---------------------------------------------------------------- pipeline
+
+@pytest.mark.parametrize("hr_prep", ["crop", "resize"])
+@pytest.mark.parametrize("name", LAYOUTS + ["sample"])
+def test_make_dataset_shapes_ranges_and_lr(trees, name, hr_prep):
+    paths = utils.list_images("sample") if name == "sample" else trees[name][1]
+    hr_size = 48 if name == "sample" else 32
+    lr, hr, down = take(paths, 3, hr_size=hr_size, batch_size=2, hr_prep=hr_prep, seed=0)
+    assert lr.shape == (6, hr_size // 4, hr_size // 4, 3) and hr.shape == (6, hr_size, hr_size, 3)
+    assert lr.dtype == hr.dtype == np.float32
+    assert lr.min() >= -1 and lr.max() <= 1 and hr.min() >= -1 and hr.max() <= 1
+    assert hr.std() > 0.1  # real pixels, not a constant
+    np.testing.assert_allclose(lr, down, atol=1e-5)
+
+
+def test_static_shapes_for_the_graph(trees):
+    with tf.Graph().as_default():
+        lr, hr = tf.compat.v1.data.make_one_shot_iterator(
+            utils.make_dataset(trees["folder"][1], hr_size=64, batch_size=3)).get_next()
+        assert lr.shape.as_list() == [3, 16, 16, 3] and hr.shape.as_list() == [3, 64, 64, 3]
+
+
+def test_bad_sizes_are_value_errors(trees):
+    with pytest.raises(ValueError, match="divisible"):
+        utils.make_dataset(trees["folder"][1], hr_size=30)
+    with pytest.raises(ValueError, match="hr_prep"):
+        utils.make_dataset(trees["folder"][1], hr_prep="squash")
+
+
+def test_flip(tmp_path):
+    gradient = np.broadcast_to(np.linspace(0, 255, 16).astype(np.uint8)[None, :, None], (16, 16, 3))
+    path = write(str(tmp_path / "gradient.png"), np.ascontiguousarray(gradient))
+    image = gradient / 127.5 - 1
+    _, hr, _ = take([path], 40, hr_size=16, flip=True, seed=0)
+    flipped = [np.allclose(x, image[:, ::-1], atol=1e-6) for x in hr]
+    assert all(f or np.allclose(x, image, atol=1e-6) for f, x in zip(flipped, hr))
+    assert 0 < sum(flipped) < len(hr)
+    _, hr, _ = take([path], 40, hr_size=16, flip=False, seed=0)
+    np.testing.assert_allclose(hr, np.broadcast_to(image, hr.shape), atol=1e-6)
+
+
+def test_order_shuffle_and_seed(tmp_path):
+    colours = np.arange(8) * 30
+    paths = [write(str(tmp_path / f"{i}.png"), np.full((32, 32, 3), c, np.uint8)) for i, c in enumerate(colours)]
+    first = lambda hr: list(np.round((hr[:, 0, 0, 0] + 1) * 127.5).astype(int))
+    assert first(take(paths, hr_size=16, shuffle=False, repeat=False)[1]) == list(colours)
+    two_epochs = first(take(paths, 16, hr_size=16, seed=0)[1])
+    assert sorted(two_epochs) == sorted(list(colours) * 2) and two_epochs != list(colours) * 2
+
+    textured = [write(str(tmp_path / f"t{i}.png"), noise(32, 32)) for i in range(4)]
+    crops = lambda seed: sorted(x.tobytes() for x in take(textured, hr_size=16, seed=seed, repeat=False)[1])
+    assert crops(1) == crops(1) != crops(2)
+
+
+def test_corrupt_file_is_skipped(tmp_path):
+    good = [write(str(tmp_path / f"{i}.jpg"), noise(20, 20)) for i in range(3)]
+    bad = str(tmp_path / "bad.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"\xff\xd8 this is not really a jpeg")
+    lr, hr, _ = take([bad] + good, hr_size=16, shuffle=False, repeat=False)
+    assert len(hr) == 3
+    assert len(take([bad] + good, 6, hr_size=16)[1]) == 6  # repeating keeps going
+    with pytest.raises(utils.DataError):
+        utils.make_dataset([bad], hr_size=16)  # would never yield with repeat=True
+
+
+# ---------------------------------------------------------------- decoding
+
+def palette_image():
+    image = Image.fromarray(rng.integers(0, 4, (16, 16), dtype=np.uint8), "P")
+    image.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 250, 200, 10])
+    return image
+
+
+def decode_cases(tmp):
+    """(path, expected uint8 RGB) for the formats that need conversion."""
+    gray, rgba, rgb = noise(16, 16, 1), noise(16, 16, 4), noise(16, 16)
+    gray16, rgb16 = rng.integers(0, 65536, (16, 16, 1)), rng.integers(0, 65536, (16, 16, 3))
+    palette = palette_image()
+    bits = Image.fromarray(noise(16, 16, 1).squeeze() > 127)
+    return {
+        "gray png": (write(f"{tmp}/g.png", gray), gray.repeat(3, 2)),
+        "rgba png": (write(f"{tmp}/a.png", rgba), rgba[..., :3]),
+        "gray 16-bit png": (write_png16(f"{tmp}/g16.png", gray16), (gray16 >> 8).repeat(3, 2)),
+        "rgb 16-bit png": (write_png16(f"{tmp}/c16.png", rgb16), rgb16 >> 8),
+        "rgb bmp": (write(f"{tmp}/c.bmp", rgb), rgb),
+        "gray bmp": (write(f"{tmp}/g.bmp", gray), gray.repeat(3, 2)),
+        "palette bmp": (write(f"{tmp}/p.bmp", palette), np.array(palette.convert("RGB"))),
+        "1-bit bmp": (write(f"{tmp}/b.bmp", bits), np.array(bits).astype(np.uint8)[..., None].repeat(3, 2) * 255),
+        "gray jpg": (write(f"{tmp}/g.jpg", gray), None),
+        # JPEG pixels depend on the IDCT; training must see what PIL (libjpeg's accurate IDCT) sees
+        "rgb jpg": (write(f"{tmp}/c.jpg", rgb), None),
+    }
+
+
+def test_decoding(tmp_path):
+    cases = decode_cases(tmp_path)
+    _, hrs, _ = take([path for path, _ in cases.values()], hr_size=16, flip=False, shuffle=False, repeat=False)
+    assert len(hrs) == len(cases)
+    for (name, (path, expected)), hr in zip(cases.items(), hrs):
+        if expected is None:
+            expected = np.array(Image.open(path).convert("RGB"))
+        np.testing.assert_array_equal(utils.load_image(path), expected, err_msg=name)
+        np.testing.assert_allclose(hr, expected / 127.5 - 1, atol=1e-6, err_msg=name)
+
+
+def test_load_image_error(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"nope")
+    with pytest.raises(utils.DataError, match="broken.png"):
+        utils.load_image(str(path))
+
+
+# ---------------------------------------------------------------- evaluation pairs
+
+def test_eval_pairs_is_a_centre_crop(tmp_path):
+    images = [noise(40, 50) for _ in range(5)]
+    paths = [write(str(tmp_path / f"{i}.png"), im) for i, im in enumerate(images)]
+    with tf.Graph().as_default() as other:  # like train.py calling it while building its own graph
+        lr, hr = utils.eval_pairs(paths, hr_size=32)
+        assert not other.get_operations()
+    assert lr.shape == (4, 8, 8, 3) and hr.shape == (4, 32, 32, 3) and lr.dtype == hr.dtype == np.float32
+    np.testing.assert_allclose(hr, np.stack(images[:4])[:, 4:36, 9:41] / 127.5 - 1, atol=1e-6)
+    lr2, hr2 = utils.eval_pairs(paths, hr_size=32)
+    np.testing.assert_array_equal(lr, lr2)
+    np.testing.assert_array_equal(hr, hr2)
+
+
+@pytest.mark.parametrize("hr_prep, size", [("resize", (40, 50)), ("crop", (20, 20))])
+def test_eval_pairs_match_training(tmp_path, hr_prep, size):
+    """Without randomness (a resize, or an upscaled image the crop covers whole) both give the same pair."""
+    path = write(str(tmp_path / "x.png"), noise(*size))
+    lr, hr = utils.eval_pairs([path], hr_size=32, hr_prep=hr_prep)
+    train_lr, train_hr, _ = take([path], 1, hr_size=32, hr_prep=hr_prep, flip=False)
+    np.testing.assert_allclose(hr, train_hr, atol=1e-6)
+    np.testing.assert_allclose(lr, train_lr, atol=1e-6)
+
+
+@pytest.mark.parametrize("hr_prep, size", [("resize", (40, 50)), ("crop", (20, 24))])
+def test_resampling_is_bicubic_like_pil(tmp_path, hr_prep, size):
+    """HR resize/upscale and the LR downscale agree with PIL's antialiased bicubic (TF differs only at edges)."""
+    image = np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8)
+    lr, hr = utils.eval_pairs([write(str(tmp_path / "x.png"), image)], hr_size=32, hr_prep=hr_prep)
+    if hr_prep == "resize":
+        big = Image.fromarray(image).resize((32, 32), Image.BICUBIC)
+    else:  # short side upscaled to 32, then the centre crop
+        scale = 32 / min(size)
+        big = Image.fromarray(image).resize((round(size[1] * scale), round(size[0] * scale)), Image.BICUBIC)
+    top, left = (big.height - 32) // 2, (big.width - 32) // 2
+    expected_hr = np.array(big)[top:top + 32, left:left + 32].astype(int)
+    assert np.abs(utils.to_uint8(hr[0]) - expected_hr).mean() < 0.5
+    expected_lr = np.array(Image.fromarray(utils.to_uint8(hr[0])).resize((8, 8), Image.BICUBIC)).astype(int)
+    assert np.abs(utils.to_uint8(lr[0]) - expected_lr).max() <= 1
+
+
+def test_eval_pairs_unreadable(tmp_path):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(b"garbage")
+    with pytest.raises(utils.DataError, match="bad.jpg"):
+        utils.eval_pairs([str(path)], hr_size=16)
+
+
+# ---------------------------------------------------------------- images out
+
+def test_to_uint8():
+    x = np.array([-2, -1, 0, 0.999, 1, 3], np.float32)
+    np.testing.assert_array_equal(utils.to_uint8(x), [0, 0, 128, 255, 255, 255])
+    assert utils.to_uint8(x).dtype == np.uint8
+
+
+def test_save_grid(tmp_path):
+    a, b, c = (rng.uniform(-1, 1, shape).astype(np.float32) for shape in [(8, 8, 3), (4, 6, 3), (8, 8, 3)])
+    path = tmp_path / "new" / "dir" / "grid.png"
+    utils.save_grid(str(path), [[a, b], np.stack([c])])
+    grid = np.array(Image.open(path))
+    assert grid.shape == (16, 16, 3)
+    np.testing.assert_array_equal(grid[:8, :8], utils.to_uint8(a))
+    np.testing.assert_array_equal(grid[:4, 8:14], utils.to_uint8(b))
+    np.testing.assert_array_equal(grid[8:, :8], utils.to_uint8(c))
+    assert not grid[4:8, 8:].any() and not grid[:, 14:].any() and not grid[8:, 8:].any()  # black padding
+    utils.save_grid(str(path), [[c]])  # replaces the old grid
+    assert np.array(Image.open(path)).shape == (8, 8, 3)
+    assert os.listdir(path.parent) == ["grid.png"]
+
+
+def test_upscale_bicubic():
+    checker = np.where(np.indices((4, 4)).sum(0) % 2, 1.0, -1.0)[None, :, :, None].repeat(3, 3)
+    with tf.Graph().as_default():
+        lr = tf.constant(np.concatenate([checker, np.full_like(checker, 0.3)]), tf.float32)
+        up = utils.upscale_bicubic(lr)
+        assert up.shape.as_list() == [2, 16, 16, 3]
+        with tf.compat.v1.Session() as sess:
+            up = sess.run(up)
+    assert up.min() >= -1 and up.max() <= 1 and up[0].min() == -1  # overshoot is clipped
+    np.testing.assert_allclose(up[1], 0.3, atol=1e-5)

@@ -1,0 +1,175 @@
+"""The SRGAN graph: shared variables, optimizer scopes, batch-norm updates, shapes, checkpoints."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model import SRGAN
+
+tf1 = tf.compat.v1
+HR, BLOCKS = 32, 2
+
+
+def build(content_loss="vgg", **kwargs):
+    graph = tf.Graph()
+    with graph.as_default():
+        lr = tf1.placeholder(tf.float32, [1, HR // 4, HR // 4, 3], name="lr")
+        hr = tf1.placeholder(tf.float32, [1, HR, HR, 3], name="hr")
+        model = SRGAN(lr, hr, blocks=BLOCKS, content_loss=content_loss, **kwargs)
+        init = tf1.global_variables_initializer()
+        saver = tf1.train.Saver(model.saveable_variables())
+        graph.finalize()
+    return graph, model, init, saver
+
+
+@pytest.fixture(scope="module")
+def built():
+    return build()
+
+
+@pytest.fixture()
+def session(built, vgg_weights):
+    graph, model, init, _ = built
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        model.vgg.load(sess, vgg_weights)
+        yield sess
+
+
+def batch(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, (1, HR // 4, HR // 4, 3)).astype(np.float32), rng.uniform(-1, 1, (1, HR, HR, 3)).astype(np.float32)
+
+
+def feed(model, seed=0):
+    lr, hr = batch(seed)
+    return {model.lr: lr, model.hr: hr}
+
+
+def variables(graph, prefix):
+    return {v.name: v for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES) if v.name.startswith(prefix)}
+
+
+def values(sess, graph, prefix):
+    """Network variables of a scope (weights and BN statistics; no optimizer slots)."""
+    return sess.run({n: v for n, v in variables(graph, prefix).items() if "adam" not in n.lower()})
+
+
+def changed(before, after):
+    return {n for n in before if not np.array_equal(before[n], after[n])}
+
+
+def test_discriminator_variables_exist_once_and_both_calls_use_them(built, session):
+    graph, model, _, _ = built
+    names = [v.name for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)]
+    d_weights = [n for n in names if n.startswith("discriminator/") and "adam" not in n]
+    # conv0 (kernel, bias) + 7 x (kernel, bias, gamma, beta, moving mean, moving variance) + 2 dense x 2
+    assert len(d_weights) == 2 + 7 * 6 + 4
+    assert not [n for n in names if n.startswith("discriminator_1")]
+    # The same image through both calls gives the same logit only if they share every weight.
+    x = batch(1)[1]
+    dx, dg = session.run([model.Dx, model.Dg], {model.hr: x, model.Gz: x})
+    np.testing.assert_allclose(dx, dg, rtol=1e-5)
+    dx2, dg2 = session.run([model.Dx, model.Dg], {model.hr: x, model.Gz: batch(2)[1]})
+    assert not np.allclose(dx2, dg2)
+
+
+def test_vgg_weights_exist_once_frozen_and_both_towers_read_them(built, session):
+    graph, model, _, _ = built
+    vgg = variables(graph, "vgg16/")
+    assert len(vgg) == 26
+    trainable = {v.name for v in graph.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES)}
+    assert not trainable & set(vgg)
+    assert not [v for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES) if "vgg_" in v.name]
+    x = batch(3)[1]
+    assert session.run(model.vgg_loss, {model.hr: x, model.Gz: x}) == 0
+    assert session.run(model.vgg_loss, {model.hr: x, model.Gz: batch(4)[1]}) > 0
+
+
+@pytest.mark.parametrize("op_name, moves, still", [
+    ("d_train_op", "discriminator/", ["generator/", "vgg16/"]),
+    ("g_train_op", "generator/", ["discriminator/", "vgg16/"]),
+    ("pretrain_op", "generator/", ["discriminator/", "vgg16/"]),
+])
+def test_each_optimizer_updates_only_its_own_scope(built, session, op_name, moves, still):
+    graph, model, _, _ = built
+    before = {p: values(session, graph, p) for p in [moves] + still}
+    step = session.run(model.global_step)
+    session.run(getattr(model, op_name), feed(model))
+    after = {p: values(session, graph, p) for p in [moves] + still}
+    for prefix in still:
+        assert not changed(before[prefix], after[prefix]), f"{op_name} changed {prefix}"
+    moved = changed(before[moves], after[moves])
+    assert any(n.endswith("kernel:0") for n in moved)
+    # UPDATE_OPS ran: this network's batch-norm moving averages moved with the step.
+    assert any("moving_mean" in n for n in moved) and any("moving_variance" in n for n in moved)
+    assert session.run(model.global_step) == step + (op_name != "d_train_op")
+
+
+def test_inference_does_not_touch_batch_norm_statistics(built, session):
+    graph, model, _, _ = built
+    before = values(session, graph, "generator/")
+    session.run(model.sr_output, {model.lr_input: batch(5)[0]})
+    assert not changed(before, values(session, graph, "generator/"))
+
+
+def test_three_separate_adam_instances(built):
+    graph, _, _, _ = built
+    powers = sorted(v.name for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES) if "beta1_power" in v.name)
+    assert len(powers) == 3, powers
+
+
+@pytest.mark.parametrize("h, w", [(7, 5), (16, 16), (1, 9)])
+def test_generator_is_fully_convolutional_x4_in_range(built, session, h, w):
+    model = built[1]
+    x = np.random.default_rng(h).uniform(-1, 1, (1, h, w, 3)).astype(np.float32) * 5
+    y = session.run(model.sr_output, {model.lr_input: x})
+    assert y.shape == (1, 4 * h, 4 * w, 3)
+    assert y.min() >= -1 and y.max() <= 1 and y.std() > 0
+
+
+def test_losses_combine_as_in_the_paper(built, session):
+    model = built[1]
+    g, content, adv, vgg_loss = session.run([model.g_loss, model.content_loss, model.adv_loss, model.vgg_loss], feed(model, 6))
+    assert content == pytest.approx(vgg_loss)
+    assert g == pytest.approx(content + 1e-3 * adv, rel=1e-5)
+
+
+def test_mse_plus_vgg_content_loss(vgg_weights):
+    graph, model, init, _ = build("mse+vgg")
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        model.vgg.load(sess, vgg_weights)
+        c, m, v = sess.run([model.content_loss, model.mse_loss, model.vgg_loss], feed(model))
+    assert c == pytest.approx(m + v, rel=1e-5)
+
+
+def test_learning_rate_decays_tenfold_at_the_decay_step():
+    graph, model, init, _ = build("mse", learning_rate=1e-4, lr_decay_step=2)
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        rates = []
+        for _ in range(3):
+            rates.append(sess.run(model.learning_rate))
+            sess.run(model.pretrain_op, feed(model))
+    np.testing.assert_allclose(rates, [1e-4, 1e-4, 1e-5], rtol=1e-6)
+
+
+def test_checkpoint_round_trip_restores_step_phase_and_every_variable(tmp_path):
+    graph, model, init, saver = build("mse")
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        for op in (model.pretrain_op, model.d_train_op, model.g_train_op):
+            sess.run(op, feed(model))
+        sess.run(model.next_phase)
+        path = saver.save(sess, str(tmp_path / "model.ckpt"), global_step=model.global_step)
+        saved = sess.run({v.name: v for v in model.saveable_variables()})
+    assert len(saved) > 100
+    graph, model, init, saver = build("mse")
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        saver.restore(sess, path)
+        restored = sess.run({v.name: v for v in model.saveable_variables()})
+        assert sess.run(model.global_step) == 2 and sess.run(model.phase) == 1
+    assert restored.keys() == saved.keys()
+    for name in saved:
+        np.testing.assert_array_equal(restored[name], saved[name], err_msg=name)

@@ -1,0 +1,100 @@
+"""The command line: a short real run writes what it promises, --resume continues it, bad input is one line."""
+import json
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT
+
+TINY = ["--dataset", "sample", "--hr-size", "32", "--blocks", "2", "--save-every", "2", "--sample-every", "2",
+        "--summary-every", "1", "--image-every", "2"]
+
+
+def train(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def events(run_dir):
+    """(has the graph, the scalar and image tags, the last step) of a run's TensorBoard files."""
+    graph, tags, last = False, set(), 0
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith("events.out.tfevents"):
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name)):
+                graph |= bool(event.graph_def)
+                tags |= {v.tag for v in event.summary.value}
+                last = max(last, event.step)
+    return graph, tags, last
+
+
+def checkpoint_state(run_dir):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(run_dir))
+    return int(reader.get_tensor("global_step")), int(reader.get_tensor("phase"))
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, vgg_weights):
+    runs = tmp_path_factory.mktemp("runs")
+    result = train(*TINY, "--pretrain-iters", "3", "--pretrain-only", "--name", "t", "--runs-dir", str(runs))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return runs / "t", result
+
+
+def test_pretrain_only_writes_checkpoint_events_and_samples(pretrained):
+    run_dir, result = pretrained
+    assert checkpoint_state(run_dir) == (3, 1)
+    graph, tags, last = events(run_dir)
+    assert graph
+    assert "summaries/mse_loss" in tags and "summaries/learning_rate" in tags
+    assert any(t.startswith("summaries/lr_bicubic_sr_hr") for t in tags)
+    assert last == 3
+    grids = sorted(os.listdir(run_dir / "samples"))
+    assert grids and grids[-1] == "pretrain_0000003.png"
+    grid = iio.imread(run_dir / "samples" / grids[-1])
+    assert grid.shape == (2 * 32, 4 * 32, 3) and grid.std() > 0  # HR row over SR row, 4 sample images
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["hr_size"] == 32 and config["pretrain_only"] is True
+    assert str(run_dir) in result.stdout
+
+
+def test_resume_continues_with_the_gan_phase(pretrained):
+    run_dir, _ = pretrained
+    result = train("--name", "t", "--runs-dir", str(run_dir.parent), "--resume", "--gan-iters", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed" in result.stdout
+    assert checkpoint_state(run_dir) == (5, 2)
+    _, tags, last = events(run_dir)
+    assert {"summaries/d_loss", "summaries/g_loss", "summaries/adv_loss", "summaries/content_loss",
+            "summaries/D_x", "summaries/D_G_z"} <= tags
+    assert last == 5
+    assert json.loads((run_dir / "config.json").read_text())["blocks"] == 2  # the saved config was kept
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "places", "--data-dir", "/nonexistent/places"], "Places-205"),
+    (["--dataset", "dogs", "--data-dir", "/nonexistent"], "Images/<synset-breed>"),
+    (["--hr-size", "30"], "--hr-size"),
+    (["--resume"], "--name"),
+    (["--name", "nothing-here", "--resume"], "nothing to resume"),
+    (["--vgg-weights", "/nonexistent/vgg16.npz"], "--fetch"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    result = train(*TINY, "--runs-dir", str(tmp_path), "--pretrain-iters", "1", *args)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert not os.listdir(tmp_path), "a failed start must leave no run directory behind"
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    (run_dir / "keep.txt").write_text("precious")
+    result = train(*TINY, "--runs-dir", str(tmp_path), "--name", "mine", "--pretrain-iters", "1")
+    assert result.returncode != 0 and "already exists" in result.stderr
+    assert os.listdir(run_dir) == ["keep.txt"]

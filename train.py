@@ -1,0 +1,287 @@
+"""Train SRGAN as the report did: MSE pre-training of the generator, then adversarial training (k=1).
+
+    python train.py --preset quick                       # minutes on a CPU, on the sample photos
+    python train.py --dataset places --data-dir DIR      # the report's settings on Places-205
+    python train.py --pretrain-only --name srresnet      # then: python train.py --name srresnet --resume
+
+Everything goes to runs/<name>/: config.json, checkpoints, TensorBoard events, samples/*.png.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf
+from tqdm import tqdm
+
+import utils
+import vgg16
+from model import CONTENT_LOSSES, PHASES, SRGAN
+
+tf1 = tf.compat.v1
+SCALE = 4
+
+# ----------------------------------------------------------------------------- configuration
+# The defaults are the report's settings; a preset replaces some of them; flags override both.
+DEFAULTS = dict(
+    preset="report", dataset="sample", data_dir=None, name=None, runs_dir="runs",
+    hr_size=256, hr_prep="crop", batch_size=1, blocks=16,
+    content_loss="vgg", vgg_layer="conv5_3", vgg_weights=None,
+    learning_rate=1e-3, beta1=0.97, lr_decay=False,  # Adam(beta1=0.97) at TensorFlow's default rate
+    pretrain_iters=5000, gan_iters=20000, pretrain_only=False,
+    save_every=1000, sample_every=500, summary_every=10, image_every=100, seed=0,
+)
+PRESETS = {
+    "report": {},
+    # The paper: 96x96 HR crops, batch 16, Adam(1e-4, 0.9), 1e6 SRResNet iterations, then 2e5
+    # SRGAN iterations with the rate divided by 10 halfway.
+    "paper": dict(hr_size=96, batch_size=16, learning_rate=1e-4, beta1=0.9, lr_decay=True,
+                  pretrain_iters=1_000_000, gan_iters=200_000, save_every=5000, sample_every=5000),
+    # The whole pipeline in a few minutes on 2 CPU cores: both phases, real VGG16 weights.
+    "quick": dict(dataset="sample", hr_size=96, pretrain_iters=200, gan_iters=100,
+                  save_every=100, sample_every=100, summary_every=5, image_every=50),
+}
+NOT_RESUMED = ("preset", "pretrain_only", "name", "runs_dir")  # taken from this command line only
+
+
+class ConfigError(Exception):
+    pass
+
+
+class TrainingError(Exception):
+    pass
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="settings to start from (default: report)")
+    p.add_argument("--dataset", choices=sorted(utils.DATASETS), help="default: sample")
+    p.add_argument("--data-dir", help="dataset folder (default: data/<dataset>)")
+    p.add_argument("--name", help="run name: outputs go to <runs-dir>/<name> (default: dataset-preset-time)")
+    p.add_argument("--runs-dir", help="default: runs")
+    p.add_argument("--resume", action="store_true", help="continue the run <name> from its last checkpoint")
+    p.add_argument("--hr-size", type=int, help="HR crop size; LR is a quarter of it (default 256)")
+    p.add_argument("--hr-prep", choices=("crop", "resize"), help="random crop (default) or resize the whole image")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--blocks", type=int, help="residual blocks in the generator (default 16)")
+    p.add_argument("--content-loss", choices=CONTENT_LOSSES)
+    p.add_argument("--vgg-layer", choices=vgg16.LAYERS)
+    p.add_argument("--vgg-weights", help=".npz, Keras .h5 or vgg16.npy (default: weights/, fetched offline)")
+    p.add_argument("--lr", dest="learning_rate", type=float)
+    p.add_argument("--beta1", type=float)
+    p.add_argument("--lr-decay", action=argparse.BooleanOptionalAction, help="divide the rate by 10 halfway through the GAN phase")
+    p.add_argument("--pretrain-iters", type=int)
+    p.add_argument("--gan-iters", type=int)
+    p.add_argument("--pretrain-only", action="store_true", help="stop after the MSE pre-training")
+    p.add_argument("--save-every", type=int, help="checkpoint every N iterations")
+    p.add_argument("--sample-every", type=int, help="sample grid PNG every N iterations")
+    p.add_argument("--summary-every", type=int, help="TensorBoard scalars every N iterations")
+    p.add_argument("--image-every", type=int, help="TensorBoard images every N iterations")
+    p.add_argument("--seed", type=int)
+    return p
+
+
+def make_config(argv=None):
+    """defaults <- preset <- (saved config.json when resuming) <- flags given on this command line."""
+    flags = vars(build_parser().parse_args(argv))
+    resume = flags.pop("resume", False)
+    cfg = dict(DEFAULTS, **PRESETS[flags.get("preset", DEFAULTS["preset"])])
+    cfg.update({k: v for k, v in flags.items() if k in ("name", "runs_dir")})
+    if cfg["name"] is None:
+        if resume:
+            raise ConfigError("--resume needs the --name of the run to continue")
+        cfg["name"] = f"{cfg['dataset']}-{cfg['preset']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = os.path.join(cfg["runs_dir"], cfg["name"])
+    saved = os.path.join(run_dir, "config.json")
+    if resume:
+        if not os.path.isfile(saved):
+            raise ConfigError(f"nothing to resume: {saved} does not exist")
+        with open(saved) as f:
+            cfg.update({k: v for k, v in json.load(f).items() if k in DEFAULTS and k not in NOT_RESUMED})
+    elif os.path.exists(run_dir):
+        raise ConfigError(f"{run_dir} already exists: pass --resume to continue it, or choose another --name")
+    cfg.update(flags)
+    check_config(cfg)
+    return cfg, run_dir, resume
+
+
+def check_config(cfg):
+    if cfg["hr_size"] < 16 or cfg["hr_size"] % SCALE:
+        raise ConfigError(f"--hr-size must be a multiple of {SCALE} and at least 16, not {cfg['hr_size']}")
+    for key in ("batch_size", "blocks", "save_every", "sample_every", "summary_every", "image_every"):
+        if cfg[key] < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, not {cfg[key]}")
+    for key in ("pretrain_iters", "gan_iters"):
+        if cfg[key] < 0:
+            raise ConfigError(f"--{key.replace('_', '-')} must not be negative")
+    if not cfg["learning_rate"] > 0 or not 0 <= cfg["beta1"] < 1:
+        raise ConfigError("--lr must be positive and --beta1 in [0, 1)")
+
+
+def session_config():
+    """All of this machine's cores; soft placement so the same graph runs on a GPU where there is one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    config = tf1.ConfigProto(allow_soft_placement=True, intra_op_parallelism_threads=cores,
+                             inter_op_parallelism_threads=2)
+    config.gpu_options.allow_growth = True
+    return config
+
+
+def write_json(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- training
+
+class Trainer:
+    """The session loop: one sess.run per pre-training step; a D run then a G run per GAN iteration."""
+
+    def __init__(self, cfg, run_dir):
+        self.cfg, self.run_dir = cfg, run_dir
+        paths = utils.list_images(cfg["dataset"], cfg["data_dir"])
+        weights = vgg16.resolve_weights(cfg["vgg_weights"]) if "vgg" in cfg["content_loss"] else None
+        self.eval_lr, self.eval_hr = utils.eval_pairs(paths, cfg["hr_size"], SCALE, cfg["hr_prep"], count=4)
+        print(f"{len(paths)} training images ({cfg['dataset']})")
+
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf1.set_random_seed(cfg["seed"])
+            with tf1.name_scope("data"):
+                dataset = utils.make_dataset(paths, cfg["hr_size"], SCALE, cfg["batch_size"], cfg["hr_prep"], seed=cfg["seed"])
+                lr, hr = tf1.data.make_one_shot_iterator(dataset).get_next()
+            decay_step = cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None
+            self.model = SRGAN(lr, hr, cfg["blocks"], cfg["content_loss"], cfg["vgg_layer"], cfg["learning_rate"],
+                               cfg["beta1"], decay_step)
+            self.saver = tf1.train.Saver(self.model.saveable_variables(), max_to_keep=2)
+            init = tf1.global_variables_initializer()
+            self.graph.finalize()
+
+        self.sess = tf1.Session(graph=self.graph, config=session_config())
+        self.sess.run(init)
+        if weights is not None:
+            self.model.vgg.load(self.sess, weights)
+        checkpoint = tf1.train.latest_checkpoint(run_dir)
+        if checkpoint:
+            try:
+                self.saver.restore(self.sess, checkpoint)
+            except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+                raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size or "
+                                  f"--content-loss?): {e.message.splitlines()[0]}") from None
+            print(f"resumed {checkpoint}")
+        self.writer = tf1.summary.FileWriter(run_dir, self.graph)
+
+    def step(self):
+        return int(self.sess.run(self.model.global_step))
+
+    def save(self):
+        return self.saver.save(self.sess, os.path.join(self.run_dir, "model.ckpt"), global_step=self.model.global_step)
+
+    def save_samples(self, tag):
+        """HR on top, the generator's reconstruction below (the report's figures)."""
+        sr = self.sess.run(self.model.sr_output, {self.model.lr_input: self.eval_lr})
+        utils.save_grid(os.path.join(self.run_dir, "samples", f"{tag}_{self.step():07d}.png"), [self.eval_hr, sr])
+
+    def due(self, step, every):
+        return step % self.cfg[every] == 0
+
+    def run(self, train_op, losses, summaries):
+        """One sess.run: a training op, the losses to show, the summaries that are due."""
+        _, losses, summaries = self.sess.run((train_op, losses, summaries))
+        return losses, summaries
+
+    def summaries(self, step, scalars):
+        return [scalars] * self.due(step, "summary_every") + [self.model.image_summary] * self.due(step, "image_every")
+
+    def pretrain_step(self, step):
+        m = self.model
+        return self.run(m.pretrain_op, {"mse_loss": m.mse_loss}, self.summaries(step, m.pretrain_summary))
+
+    def gan_step(self, step):
+        """k = 1: one discriminator update, then one generator update (each on its own batch)."""
+        m = self.model
+        d_losses, d_summaries = self.run(m.d_train_op, {"d_loss": m.d_loss, "D_x": m.mean_Dx, "D_G_z": m.mean_Dg},
+                                         [m.d_summary] * self.due(step, "summary_every"))
+        g_losses, g_summaries = self.run(m.g_train_op, {"g_loss": m.g_loss, "adv_loss": m.adv_loss, "content_loss": m.content_loss},
+                                         self.summaries(step, m.g_summary))
+        return {**d_losses, **g_losses}, d_summaries + g_summaries
+
+    def run_phase(self, phase, start, end, step_fn):
+        """Steps the global step from where it is up to `end`, then moves the phase on."""
+        step = self.step()
+        bar = tqdm(total=end - start, initial=min(max(step - start, 0), end - start), desc=PHASES[phase],
+                   unit="it", dynamic_ncols=True, file=sys.stdout)
+        while step < end:
+            losses, summaries = step_fn(step)
+            step += 1
+            for summary in summaries:
+                self.writer.add_summary(summary, step)
+            bad = [k for k, v in losses.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingError(f"{bad[0]} became {losses[bad[0]]} at step {step}; the last good checkpoint is "
+                                    f"{tf1.train.latest_checkpoint(self.run_dir)}")
+            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+            bar.update()
+            if self.due(step, "save_every"):
+                self.save()
+            if self.due(step, "sample_every"):
+                self.save_samples(PHASES[phase])
+        bar.close()
+        self.sess.run(self.model.next_phase)
+        self.save()
+        self.save_samples(PHASES[phase])
+        self.writer.flush()
+
+    def train(self):
+        cfg = self.cfg
+        pretrain_end = cfg["pretrain_iters"]
+        if self.sess.run(self.model.phase) == 0:
+            self.run_phase(0, 0, pretrain_end, self.pretrain_step)
+        if cfg["pretrain_only"]:
+            return
+        if self.sess.run(self.model.phase) == 1:
+            self.run_phase(1, pretrain_end, pretrain_end + cfg["gan_iters"], self.gan_step)
+
+    def close(self):
+        self.writer.close()
+        self.sess.close()
+
+
+def main(argv=None):
+    tf1.disable_eager_execution()  # a TF1 program: graphs and sessions only
+    tf.get_logger().setLevel("ERROR")
+    try:
+        cfg, run_dir, resume = make_config(argv)
+        print(json.dumps(cfg, indent=2))
+        trainer = Trainer(cfg, run_dir) if resume else None
+        if trainer is None:
+            os.makedirs(run_dir)
+            try:
+                trainer = Trainer(cfg, run_dir)
+            except BaseException:
+                os.rmdir(run_dir)  # nothing was written yet: leave no half-made run behind
+                raise
+        write_json(os.path.join(run_dir, "config.json"), cfg)
+        try:
+            trainer.train()
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: saved {trainer.save()}; continue with --name {cfg['name']} --resume")
+            return 130
+        finally:
+            trainer.close()
+    except (ConfigError, TrainingError, utils.DataError, vgg16.WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"done: checkpoints, TensorBoard events and sample grids are in {run_dir}/ "
+          f"(view with: tensorboard --logdir {cfg['runs_dir']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

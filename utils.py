@@ -1,0 +1,224 @@
+"""Data for SRGAN: find the images of a dataset, turn them into (LR, HR) training pairs, save image grids.
+
+HR is a crop (or resize) of a photo, LR its bicubic x`scale` downscale; both float32 in [-1, 1].
+The same `_prepare` makes the training pairs (random crop and flip) and the evaluation pairs
+(centre crop, no flip), so what the model is judged on is made exactly like what it learns from.
+"""
+
+import glob
+import importlib.util
+import os
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+HR_PREPS = ("crop", "resize")
+
+# The colour photographs shipped inside scikit-image (its grayscale and synthetic images are left out).
+SAMPLE_IMAGES = (
+    "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+    "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png",
+)
+
+# name: (what the images are, glob patterns under <dir>, layout shown to the user, where to get them)
+_LAYOUTS = {
+    "places": ("Places-205", ("?/*/*", "?/*/*/*"), "<letter>/<category>[/<subcategory>]/*.jpg",
+               "download Places-205 from http://places.csail.mit.edu/"),
+    "dogs": ("Stanford Dogs", ("Images/*/*",), "Images/<synset-breed>/*.jpg",
+             "download Stanford Dogs from http://vision.stanford.edu/aditya86/ImageNetDogs/"),
+    "celeba": ("CelebA", ("img_align_celeba/*",), "img_align_celeba/*.jpg",
+               "download the Align&Cropped CelebA images from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"),
+    "folder": ("JPEG/PNG/BMP", ("**/*",), "**/*.{jpg,jpeg,png,bmp}", "put your own images there"),
+    "sample": ("scikit-image sample", SAMPLE_IMAGES, "astronaut.png, chelsea.png, ... (colour photos)",
+               "install scikit-image, which ships them"),
+}
+DATASETS = {name: f"{what} images: <dir>/{layout}; {source}" for name, (what, _, layout, source) in _LAYOUTS.items()}
+DATASETS["sample"] = "the colour photos shipped inside scikit-image (no download, --data-dir is ignored)"
+
+
+class DataError(Exception):
+    """A problem with the user's data; str(e) is one line saying what is wrong and how to fix it."""
+
+
+def _sample_dir():
+    """skimage/data, found without importing scikit-image."""
+    spec = importlib.util.find_spec("skimage")
+    return os.path.join(os.path.dirname(spec.origin), "data") if spec else "<scikit-image>/data"
+
+
+def list_images(dataset, data_dir=None):
+    """Sorted absolute paths of the images of `dataset` laid out as DATASETS describes, else DataError."""
+    if dataset not in _LAYOUTS:
+        raise DataError(f"unknown dataset {dataset!r}: choose one of {', '.join(_LAYOUTS)}")
+    what, patterns, layout, source = _LAYOUTS[dataset]
+    root = _sample_dir() if dataset == "sample" else (data_dir or os.path.join("data", dataset))
+    # glob skips hidden files and directories; "**" only recurses for the folder layout
+    found = [os.path.join(root, rel) for pattern in patterns for rel in glob.glob(pattern, root_dir=root, recursive=True)]
+    paths = sorted(os.path.abspath(p) for p in found if p.lower().endswith(IMAGE_EXTS) and os.path.isfile(p))
+    if not paths:
+        missing = "" if os.path.isdir(root) else " (no such directory)"
+        hint = "" if dataset == "sample" else " or pass --data-dir"
+        raise DataError(f"no {what} images under {root}{missing}: expected {os.path.join(root, layout)}; {source}{hint}")
+    return paths
+
+
+def load_image(path):
+    """uint8 RGB [h, w, 3] with the same pixels tf.data training sees (see _decode), else DataError.
+
+    Grayscale, palette and CMYK become RGB, alpha is dropped (not composited), 16-bit keeps the high byte.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode.startswith("I"):  # 16-bit grayscale; 16-bit RGB already arrives as 8-bit "RGB"
+                gray = (np.asarray(image) >> 8).astype(np.uint8)
+                return np.repeat(gray[:, :, None], 3, axis=2)
+            return np.array(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def _readable(path):
+    try:
+        load_image(path)
+        return True
+    except DataError:
+        return False
+
+
+def _decode(path):
+    """tf op: image file -> uint8 RGB [h, w, 3].
+
+    JPEGs use the accurate IDCT: decode_image's default fast one is off by up to ~10 levels from
+    libjpeg/PIL on real photos. BMPs go through PIL because TF ignores BMP palettes (wrong colours)
+    and rejects 1- and 4-bit BMPs. PNG (grey, RGBA, 16-bit) is right with decode_image.
+    """
+    data = tf.io.read_file(path)
+    image = tf.case(
+        [(tf.io.is_jpeg(data), lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")),
+         (tf.equal(tf.strings.substr(data, 0, 2), "BM"), lambda: tf.numpy_function(lambda p: load_image(os.fsdecode(p)), [path], tf.uint8))],
+        default=lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _prepare(image, hr_size, scale, hr_prep, seeds=None, flip=False):
+    """tf op: uint8 image [h, w, 3] -> (lr [hr_size/scale]^2, hr [hr_size]^2) float32 in [-1, 1].
+
+    hr_prep "crop": images with a side below hr_size are first upscaled so the short side is hr_size,
+    then cropped; "resize": the whole image squashed to hr_size x hr_size. With `seeds` (stateless
+    seeds [2, 2]) the crop is random and the flip (if asked) random; without, centre crop, no flip.
+    """
+    if hr_size % scale:
+        raise ValueError(f"hr_size {hr_size} must be divisible by scale {scale}")
+    if hr_prep not in HR_PREPS:
+        raise ValueError(f"hr_prep must be one of {HR_PREPS}, got {hr_prep!r}")
+    image = tf.cast(image, tf.float32)
+    if hr_prep == "resize":
+        hr = tf.image.resize(image, [hr_size, hr_size], method="bicubic", antialias=True)
+    else:
+        size = tf.cast(tf.shape(image)[:2], tf.float64)
+        short = tf.reduce_min(size)
+        new_size = tf.cast(tf.round(size * hr_size / short), tf.int32)
+        image = tf.cond(short < hr_size,
+                        lambda: tf.image.resize(image, new_size, method="bicubic", antialias=True),
+                        lambda: image)
+        if seeds is None:
+            hr = tf.image.resize_with_crop_or_pad(image, hr_size, hr_size)
+        else:
+            hr = tf.image.stateless_random_crop(image, [hr_size, hr_size, 3], seed=seeds[0])
+    if flip and seeds is not None:
+        hr = tf.image.stateless_random_flip_left_right(hr, seed=seeds[1])
+    hr = tf.clip_by_value(hr / 127.5 - 1, -1.0, 1.0)  # bicubic upscaling overshoots
+    lr = tf.image.resize(hr, [hr_size // scale] * 2, method="bicubic", antialias=True)
+    return tf.clip_by_value(lr, -1.0, 1.0), hr
+
+
+def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip=True, seed=None,
+                 repeat=True, shuffle=True):
+    """tf.data.Dataset of (lr [batch, hr_size/scale, hr_size/scale, 3], hr [batch, hr_size, hr_size, 3]).
+
+    Files TF cannot decode are skipped. One readable file is required up front (else DataError):
+    with repeat=True and nothing decodable the pipeline would otherwise spin forever without yielding.
+    The file order (reshuffled each epoch) and each image's crop/flip come from `seed`, so a seeded
+    run sees the same pairs; with shuffle=True their order within a few batches may still vary.
+    """
+    paths = list(paths)
+    if not any(map(_readable, paths)):
+        raise DataError(f"none of the {len(paths)} image files given can be read")
+
+    # A Python generator instead of from_tensor_slices keeps millions of paths (Places) out of the
+    # GraphDef, which would otherwise be copied into every checkpoint's .meta file.
+    def files():
+        rng = np.random.default_rng(seed)
+        while True:
+            for i in rng.permutation(len(paths)) if shuffle else range(len(paths)):
+                yield paths[i], rng.integers(2**31, size=(2, 2))
+            if not repeat:
+                return
+
+    ds = tf.data.Dataset.from_generator(
+        files, output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([2, 2], tf.int64)))
+    ds = ds.map(lambda path, seeds: _prepare(_decode(path), hr_size, scale, hr_prep, seeds, flip),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    ds = ds.ignore_errors()
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_pairs(paths, hr_size=256, scale=4, hr_prep="crop", count=4):
+    """(lr [N, h/scale, w/scale, 3], hr [N, h, w, 3]) float32 numpy of the first `count` images, centre crops.
+
+    Runs in its own graph and session, so it can be called while another graph is the default.
+    """
+    with tf.Graph().as_default():
+        path = tf.compat.v1.placeholder(tf.string, [])
+        pair = _prepare(_decode(path), hr_size, scale, hr_prep)
+        with tf.compat.v1.Session() as sess:
+            pairs = []
+            for p in paths[:count]:
+                try:
+                    pairs.append(sess.run(pair, {path: p}))
+                except tf.errors.OpError as e:
+                    raise DataError(f"cannot read image {p}: TensorFlow cannot decode it") from e
+    lr, hr = zip(*pairs)
+    return np.stack(lr), np.stack(hr)
+
+
+def to_uint8(images):
+    """[-1, 1] floats -> uint8 [0, 255], rounded and clipped."""
+    return np.clip(np.round((np.asarray(images, np.float32) + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def save_grid(path, rows):
+    """Write images in [-1, 1] as a PNG grid: rows[r][c] at row r, column c, top-left in its cell.
+
+    Cells are as big as the largest image, smaller images are padded with black. The PNG is written to
+    a temporary file next to `path` and renamed, so a viewer never sees a half-written file.
+    """
+    rows = [[to_uint8(image) for image in row] for row in rows]
+    h = max(image.shape[0] for row in rows for image in row)
+    w = max(image.shape[1] for row in rows for image in row)
+    grid = np.zeros((h * len(rows), w * max(map(len, rows)), 3), np.uint8)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            grid[r * h:r * h + image.shape[0], c * w:c * w + image.shape[1]] = image
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(grid).save(f, format="PNG")
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def upscale_bicubic(lr, scale=4):
+    """tf op: LR batch [b, h, w, 3] -> bicubic [b, h*scale, w*scale, 3] clipped to [-1, 1] (baseline for summaries)."""
+    return tf.clip_by_value(tf.image.resize(lr, tf.shape(lr)[1:3] * scale, method="bicubic"), -1.0, 1.0)
