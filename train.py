@@ -175,7 +175,7 @@ class Trainer:
                 raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size or "
                                   f"--content-loss?): {e.message.splitlines()[0]}") from None
             print(f"resumed {checkpoint}")
-        self.writer = tf1.summary.FileWriter(run_dir, self.graph)
+        self.writer = None
 
     def step(self):
         return int(self.sess.run(self.model.global_step))
@@ -240,6 +240,7 @@ class Trainer:
 
     def train(self):
         cfg = self.cfg
+        self.writer = tf1.summary.FileWriter(self.run_dir, self.graph)
         pretrain_end = cfg["pretrain_iters"]
         if self.sess.run(self.model.phase) == 0:
             self.run_phase(0, 0, pretrain_end, self.pretrain_step)
@@ -249,7 +250,8 @@ class Trainer:
             self.run_phase(1, pretrain_end, pretrain_end + cfg["gan_iters"], self.gan_step)
 
     def close(self):
-        self.writer.close()
+        if self.writer:
+            self.writer.close()
         self.sess.close()
 
 
@@ -259,14 +261,8 @@ def main(argv=None):
     try:
         cfg, run_dir, resume = make_config(argv)
         print(json.dumps(cfg, indent=2))
-        trainer = Trainer(cfg, run_dir) if resume else None
-        if trainer is None:
-            os.makedirs(run_dir)
-            try:
-                trainer = Trainer(cfg, run_dir)
-            except BaseException:
-                os.rmdir(run_dir)  # nothing was written yet: leave no half-made run behind
-                raise
+        trainer = Trainer(cfg, run_dir)  # checks the data and the weights first; writes nothing
+        os.makedirs(run_dir, exist_ok=resume)
         write_json(os.path.join(run_dir, "config.json"), cfg)
         try:
             trainer.train()
