@@ -172,14 +172,15 @@ class SRGAN:
         with tf1.name_scope("summaries"):
             scalar = tf1.summary.scalar
             lr_summary = scalar("learning_rate", self.learning_rate)
-            self.pretrain_summary = tf1.summary.merge([scalar("mse_loss", self.mse_loss), lr_summary])
+            mse_summary = scalar("mse_loss", self.mse_loss)  # one tag for both phases
+            self.pretrain_summary = tf1.summary.merge([mse_summary, lr_summary])
             self.mean_Dx = tf.reduce_mean(self.Dx, name="mean_D_x")
             self.mean_Dg = tf.reduce_mean(self.Dg, name="mean_D_G_z")
             self.d_summary = tf1.summary.merge([
                 scalar("d_loss", self.d_loss), scalar("D_x", self.mean_Dx), scalar("D_G_z", self.mean_Dg)])
             self.g_summary = tf1.summary.merge([
                 scalar("g_loss", self.g_loss), scalar("adv_loss", self.adv_loss),
-                scalar("content_loss", self.content_loss), scalar("mse_loss", self.mse_loss), lr_summary])
+                scalar("content_loss", self.content_loss), mse_summary, lr_summary])
             size = tf.shape(self.hr)[1:3]
             nearest = tf.image.resize(self.lr, size, method="nearest")
             bicubic = tf.clip_by_value(tf.image.resize(self.lr, size, method="bicubic"), -1.0, 1.0)

@@ -8,6 +8,7 @@ import imageio.v3 as iio
 import pytest
 import tensorflow as tf
 
+import train as train_py
 from conftest import ROOT
 
 TINY = ["--dataset", "sample", "--hr-size", "32", "--blocks", "2", "--save-every", "2", "--sample-every", "2",
@@ -69,7 +70,8 @@ def test_resume_continues_with_the_gan_phase(pretrained):
     assert checkpoint_state(run_dir) == (5, 2)
     _, tags, last = events(run_dir)
     assert {"summaries/d_loss", "summaries/g_loss", "summaries/adv_loss", "summaries/content_loss",
-            "summaries/D_x", "summaries/D_G_z"} <= tags
+            "summaries/D_x", "summaries/D_G_z", "summaries/mse_loss"} <= tags
+    assert not [t for t in tags if t.endswith("_1")], "a scalar written under two tags splits its curve"
     assert last == 5
     assert json.loads((run_dir / "config.json").read_text())["blocks"] == 2  # the saved config was kept
 
@@ -98,3 +100,9 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
     result = train(*TINY, "--runs-dir", str(tmp_path), "--name", "mine", "--pretrain-iters", "1")
     assert result.returncode != 0 and "already exists" in result.stderr
     assert os.listdir(run_dir) == ["keep.txt"]
+
+
+def test_default_run_name_names_the_dataset_and_preset_given(tmp_path):
+    cfg, run_dir, _ = train_py.make_config(["--preset", "quick", "--dataset", "folder", "--runs-dir", str(tmp_path)])
+    assert cfg["name"].startswith("folder-quick-") and cfg["preset"] == "quick"
+    assert run_dir == os.path.join(str(tmp_path), cfg["name"])
