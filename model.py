@@ -63,7 +63,9 @@ def prelu(x, name="prelu"):
 
 
 def lrelu(x):
-    return tf.nn.leaky_relu(x, alpha=0.2)
+    """LeakyReLU(0.2) as max(x, 0.2 x): TF 2.21's remapper fails on the graph when tf.nn.leaky_relu
+    follows a conv whose output its gradient reads, and then optimizes none of it."""
+    return tf.maximum(x, 0.2 * x)
 
 
 def sigmoid_cross_entropy(label, logits):
@@ -79,7 +81,7 @@ class SRGAN:
     checkpoint, summaries, and a fully convolutional inference path (`lr_input` -> `sr_output`)."""
 
     def __init__(self, lr, hr, blocks=16, content_loss="vgg", vgg_layer="conv5_3", learning_rate=1e-3,
-                 beta1=0.97, lr_decay_step=None):
+                 beta1=0.97, lr_decay_step=None, loss_scaling=False):
         if content_loss not in CONTENT_LOSSES:
             raise ValueError(f"content_loss must be one of {CONTENT_LOSSES}, not {content_loss!r}")
         self.blocks = blocks
@@ -94,7 +96,7 @@ class SRGAN:
         self.Dg, logits_dg = self.Discriminator(self.Gz, reuse=True)
         self.vgg = VGG16() if "vgg" in content_loss else None
         self.build_losses(logits_dx, logits_dg, content_loss, vgg_layer)
-        self.build_optimizers(learning_rate, beta1, lr_decay_step)
+        self.build_optimizers(learning_rate, beta1, lr_decay_step, loss_scaling)
         self.build_summaries()
 
         with tf1.name_scope("inference"):
@@ -146,9 +148,10 @@ class SRGAN:
             self.content_loss = tf.add_n(terms, name="content_loss")
             self.g_loss = tf.add(self.content_loss, ADV_WEIGHT * self.adv_loss, name="g_loss")
 
-    def build_optimizers(self, learning_rate, beta1, lr_decay_step):
+    def build_optimizers(self, learning_rate, beta1, lr_decay_step, loss_scaling):
         """One Adam per job, each minimizing over its own scope's variables after that scope's
-        batch-norm updates. Sharing one Adam would step its beta-power accumulators twice."""
+        batch-norm updates. Sharing one Adam would step its beta-power accumulators twice.
+        `loss_scaling` wraps each Adam for float16 (dynamic loss scale, TF's float16 graph rewrite)."""
         with tf1.name_scope("optimizers"):
             if lr_decay_step:
                 self.learning_rate = tf.where(self.global_step < lr_decay_step, learning_rate, learning_rate * 0.1,
@@ -156,16 +159,35 @@ class SRGAN:
             else:
                 self.learning_rate = tf.constant(learning_rate, name="learning_rate")
 
-            def minimize(loss, scope, name, step=None):
-                variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope=scope + "/")
-                updates = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, scope=scope)
-                with tf1.name_scope(name), tf.control_dependencies(updates):
-                    adam = tf1.train.AdamOptimizer(self.learning_rate, beta1, name=name)
-                    return adam.minimize(loss, global_step=step, var_list=variables, name="minimize")
+            def adam(name):
+                optimizer = tf1.train.AdamOptimizer(self.learning_rate, beta1, name=name)
+                return tf1.mixed_precision.enable_mixed_precision_graph_rewrite(optimizer) if loss_scaling else optimizer
 
-            self.pretrain_op = minimize(self.mse_loss, "generator", "pretrain_adam", self.global_step)
-            self.d_train_op = minimize(self.d_loss, "discriminator", "d_adam")
-            self.g_train_op = minimize(self.g_loss, "generator", "g_adam", self.global_step)
+            def gradients(optimizer, loss, scope):
+                # GATE_NONE: the default gating makes all gradients of an op wait for each other, which
+                # forces the filter gradients of layers nobody trains (the frozen VGG16, D in G's step).
+                return optimizer.compute_gradients(loss, tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope + "/"),
+                                                   gate_gradients=tf1.train.Optimizer.GATE_NONE)
+
+            def updates(*scopes):  # "discriminator" also matches the second call's "discriminator_1"
+                return [op for scope in scopes for op in tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, scope)]
+
+            pretrain_adam, d_adam, g_adam = adam("pretrain_adam"), adam("d_adam"), adam("g_adam")
+            with tf1.name_scope("pretrain"), tf.control_dependencies(updates("generator")):
+                self.pretrain_op = pretrain_adam.apply_gradients(
+                    gradients(pretrain_adam, self.mse_loss, "generator"), self.global_step)
+            with tf1.name_scope("d_step"), tf.control_dependencies(updates("discriminator")):
+                self.d_train_op = d_adam.apply_gradients(gradients(d_adam, self.d_loss, "discriminator"))
+            with tf1.name_scope("g_step"), tf.control_dependencies(updates("generator")):
+                self.g_train_op = g_adam.apply_gradients(gradients(g_adam, self.g_loss, "generator"), self.global_step)
+            # k = 1 in one run: both updates from one forward pass of one batch. Every gradient is
+            # computed before either network changes, so G's step sees D before D's step.
+            with tf1.name_scope("gan_step"):
+                d_grads = gradients(d_adam, self.d_loss, "discriminator")
+                g_grads = gradients(g_adam, self.g_loss, "generator")
+                with tf.control_dependencies(updates("generator", "discriminator") + [g for g, _ in d_grads + g_grads]):
+                    self.gan_train_op = tf.group(d_adam.apply_gradients(d_grads),
+                                                 g_adam.apply_gradients(g_grads, self.global_step))
 
     def build_summaries(self):
         """Scalars of each training step and an LR | bicubic | SR | HR image strip."""

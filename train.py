@@ -15,6 +15,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
+from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 from tqdm import tqdm
 
 import utils
@@ -28,7 +29,7 @@ SCALE = 4
 # The defaults are the report's settings; a preset replaces some of them; flags override both.
 DEFAULTS = dict(
     preset="report", dataset="sample", data_dir=None, name=None, runs_dir="runs",
-    hr_size=256, hr_prep="crop", batch_size=1, blocks=16,
+    hr_size=256, hr_prep="crop", batch_size=1, blocks=16, precision="fp32", gan_update="alternating",
     content_loss="vgg", vgg_layer="conv5_3", vgg_weights=None,
     learning_rate=1e-3, beta1=0.97, lr_decay=False,  # Adam(beta1=0.97) at TensorFlow's default rate
     pretrain_iters=5000, gan_iters=20000, pretrain_only=False,
@@ -47,6 +48,14 @@ PRESETS = {
                   gan_iters=200, save_every=200, sample_every=200, summary_every=5, image_every=50),
 }
 NOT_RESUMED = ("preset", "pretrain_only", "name", "runs_dir")  # taken from this command line only
+
+
+# fp32; bf16: TensorFlow's oneDNN bfloat16 rewrite on CPUs with AVX512_BF16 or AMX; mixed_float16:
+# its float16 rewrite with dynamic loss scaling, for GPUs. Variables and losses stay float32.
+PRECISIONS = ("fp32", "bf16", "mixed_float16")
+# alternating: the report's k = 1, a D update then a G update, each a sess.run on its own batch;
+# fused: both updates from one forward pass of one batch (G's update does not see D's).
+GAN_UPDATES = ("alternating", "fused")
 
 
 class ConfigError(Exception):
@@ -70,6 +79,10 @@ def build_parser():
     p.add_argument("--hr-prep", choices=("crop", "resize"), help="random crop (default) or resize the whole image")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--blocks", type=int, help="residual blocks in the generator (default 16)")
+    p.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16 (CPUs with AVX512_BF16/AMX), "
+                                                            "mixed_float16 (GPUs)")
+    p.add_argument("--gan-update", choices=GAN_UPDATES, help="alternating (default, the report's) or fused: "
+                                                              "D and G updated from one forward pass")
     p.add_argument("--content-loss", choices=CONTENT_LOSSES)
     p.add_argument("--vgg-layer", choices=vgg16.LAYERS)
     p.add_argument("--vgg-weights", help=".npz, Keras .h5 or vgg16.npy (default: weights/, fetched offline)")
@@ -124,13 +137,23 @@ def check_config(cfg):
         raise ConfigError("--lr must be positive and --beta1 in [0, 1)")
 
 
-def session_config():
-    """All of this machine's cores; soft placement so the same graph runs on a GPU where there is one."""
+def session_config(precision="fp32"):
+    """All of this machine's cores; soft placement so the same graph runs on a GPU where there is one;
+    the graph rewrite that runs convolutions and matmuls in the reduced `precision`."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     config = tf1.ConfigProto(allow_soft_placement=True, intra_op_parallelism_threads=cores,
                              inter_op_parallelism_threads=2)
     config.gpu_options.allow_growth = True
+    if precision == "bf16":
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = RewriterConfig.ON
     return config
+
+
+def build_model(cfg, lr, hr):
+    """The SRGAN training graph for a configuration, on the (lr, hr) batch tensors."""
+    decay_step = cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None
+    return SRGAN(lr, hr, cfg["blocks"], cfg["content_loss"], cfg["vgg_layer"], cfg["learning_rate"], cfg["beta1"],
+                 decay_step, loss_scaling=cfg["precision"] == "mixed_float16")
 
 
 def write_json(path, data):
@@ -158,14 +181,12 @@ class Trainer:
             with tf1.name_scope("data"):
                 dataset = utils.make_dataset(paths, cfg["hr_size"], SCALE, cfg["batch_size"], cfg["hr_prep"], seed=cfg["seed"])
                 lr, hr = tf1.data.make_one_shot_iterator(dataset).get_next()
-            decay_step = cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None
-            self.model = SRGAN(lr, hr, cfg["blocks"], cfg["content_loss"], cfg["vgg_layer"], cfg["learning_rate"],
-                               cfg["beta1"], decay_step)
+            self.model = build_model(cfg, lr, hr)
             self.saver = tf1.train.Saver(self.model.saveable_variables(), max_to_keep=2)
             init = tf1.global_variables_initializer()
             self.graph.finalize()
 
-        self.sess = tf1.Session(graph=self.graph, config=session_config())
+        self.sess = tf1.Session(graph=self.graph, config=session_config(cfg["precision"]))
         self.sess.run(init)
         if weights is not None:
             self.model.vgg.load(self.sess, weights)
@@ -206,12 +227,15 @@ class Trainer:
         return self.run(m.pretrain_op, {"mse_loss": m.mse_loss}, self.summaries(step, m.pretrain_summary))
 
     def gan_step(self, step):
-        """k = 1: one discriminator update, then one generator update (each on its own batch)."""
+        """k = 1: one discriminator update and one generator update."""
         m = self.model
-        d_losses, d_summaries = self.run(m.d_train_op, {"d_loss": m.d_loss, "D_x": m.mean_Dx, "D_G_z": m.mean_Dg},
-                                         [m.d_summary] * self.due(step, "summary_every"))
-        g_losses, g_summaries = self.run(m.g_train_op, {"g_loss": m.g_loss, "adv_loss": m.adv_loss, "content_loss": m.content_loss},
-                                         self.summaries(step, m.g_summary))
+        d_losses = {"d_loss": m.d_loss, "D_x": m.mean_Dx, "D_G_z": m.mean_Dg}
+        g_losses = {"g_loss": m.g_loss, "adv_loss": m.adv_loss, "content_loss": m.content_loss}
+        d_summaries = [m.d_summary] * self.due(step, "summary_every")
+        if self.cfg["gan_update"] == "fused":
+            return self.run(m.gan_train_op, {**d_losses, **g_losses}, d_summaries + self.summaries(step, m.g_summary))
+        d_losses, d_summaries = self.run(m.d_train_op, d_losses, d_summaries)
+        g_losses, g_summaries = self.run(m.g_train_op, g_losses, self.summaries(step, m.g_summary))
         return {**d_losses, **g_losses}, d_summaries + g_summaries
 
     def run_phase(self, phase, start, end, step_fn):

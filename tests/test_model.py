@@ -173,3 +173,31 @@ def test_checkpoint_round_trip_restores_step_phase_and_every_variable(tmp_path):
     assert restored.keys() == saved.keys()
     for name in saved:
         np.testing.assert_array_equal(restored[name], saved[name], err_msg=name)
+
+
+def test_fused_gan_step_makes_both_alternating_updates_from_one_forward_pass(built, session, tmp_path):
+    """gan_train_op = d_train_op and g_train_op from the same state and batch, in one run."""
+    graph, model, _, saver = built
+    start = saver.save(session, str(tmp_path / "start"))
+    # Trainable weights only: D's two calls update its BN moving averages in either order.
+    trainable = set(graph.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES))
+    trained = {p: {n: v for n, v in variables(graph, p).items() if v in trainable} for p in ("discriminator/", "generator/")}
+
+    def after(*ops):
+        saver.restore(session, start)
+        for op in ops:
+            session.run(op, feed(model, 7))
+        return {p: session.run(vs) for p, vs in trained.items()}
+
+    fused = after(model.gan_train_op)
+    alone = {"discriminator/": after(model.d_train_op)["discriminator/"], "generator/": after(model.g_train_op)["generator/"]}
+    before = after()
+    vgg = values(session, graph, "vgg16/")
+    session.run(model.gan_train_op, feed(model, 7))
+    assert not changed(vgg, values(session, graph, "vgg16/"))
+    for prefix in trained:
+        assert changed(before[prefix], fused[prefix])
+        for name in fused[prefix]:
+            # Adam's first step is lr * sign(gradient): allow the signs of near-zero gradients to differ.
+            close = np.isclose(fused[prefix][name], alone[prefix][name], rtol=0, atol=1e-6)
+            assert close.mean() > 0.99, name

@@ -1,0 +1,209 @@
+"""Time SRGAN's training and inference steps on this machine and compare them with its matmul peak.
+
+    python bench.py                                   # the report's setting: B=16, LR 64 -> HR 256, batch 1
+    python bench.py --precision bf16 --json bench-bf16.json
+
+Builds the training graph exactly as train.py does (same flags), feeds it one fixed batch from an
+in-graph dataset so that only the computation is timed, and reports the median of several repeats
+of each step, its FLOPs (convolutions and matmuls counted from the graph, forward and backward),
+the GFLOP/s reached and the fraction of the large-matmul rate measured in the same process.
+The input pipeline is timed on its own, on 256x256 JPEGs like Places-205's.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
+
+import train
+import utils
+
+tf1 = tf.compat.v1
+FLOP_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul")
+
+
+# ----------------------------------------------------------------------------- counting
+
+def op_flops(op):
+    """Multiply-adds x 2 of one conv or matmul op, from its static shapes; 0 for every other op."""
+    if op.type == "MatMul":
+        a, b = (t.shape.as_list() for t in op.inputs)
+        m, k = a[::-1] if op.get_attr("transpose_a") else a
+        n = b[0] if op.get_attr("transpose_b") else b[1]
+        return 2 * m * k * n
+    if op.type == "Conv2D":
+        output, (kh, kw, cin, _) = op.outputs[0].shape, op.inputs[1].shape
+    elif op.type in ("Conv2DBackpropInput", "Conv2DBackpropFilter"):
+        # Both compute as many multiply-adds as the forward conv whose output gradient they take.
+        output = op.inputs[2].shape
+        kernel = op.inputs[1] if op.type == "Conv2DBackpropInput" else op.outputs[0]
+        kh, kw, cin, _ = kernel.shape
+    else:
+        return 0
+    return 2 * output.num_elements() * kh * kw * cin
+
+
+def graph_flops(fetches):
+    """Conv and matmul FLOPs of everything one sess.run(fetches) executes (data and control inputs)."""
+    seen, stack = set(), [f.op if isinstance(f, tf.Tensor) else f for f in tf.nest.flatten(fetches)]
+    while stack:
+        op = stack.pop()
+        if op not in seen:
+            seen.add(op)
+            stack.extend(t.op for t in op.inputs)
+            stack.extend(op.control_inputs)
+    return sum(op_flops(op) for op in seen)
+
+
+# ----------------------------------------------------------------------------- timing
+
+def median_seconds(fn, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_rate(precision, size, warmup, repeats):
+    """GFLOP/s of a size x size matmul in `precision` (fp32 or bf16): the machine's practical peak."""
+    dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+    with tf.Graph().as_default() as graph:
+        a = tf1.get_variable("a", [size, size], dtype, tf1.random_normal_initializer())
+        b = tf1.get_variable("b", [size, size], dtype, tf1.random_normal_initializer())
+        product = tf.reduce_sum(tf.matmul(a, b)[0, 0])  # fetch one number, not size^2 of them
+        init = tf1.global_variables_initializer()
+        graph.finalize()
+        with tf1.Session(graph=graph, config=train.session_config("fp32")) as sess:
+            sess.run(init)
+            seconds = median_seconds(lambda: sess.run(product), warmup, repeats)
+    return 2 * size ** 3 / seconds / 1e9
+
+
+def pipeline_rate(hr_size, count, batches):
+    """Images per second that utils.make_dataset delivers from `count` hr_size JPEGs (Places-205's size)."""
+    import imageio.v3 as iio
+
+    sample = utils.list_images("sample")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for i in range(count):
+            image = utils.load_image(sample[i % len(sample)])
+            y, x = (rng.integers(0, s - hr_size + 1) for s in image.shape[:2])
+            paths.append(os.path.join(folder, f"{i}.jpg"))
+            iio.imwrite(paths[-1], image[y:y + hr_size, x:x + hr_size], quality=90)
+        with tf.Graph().as_default() as graph:
+            batch = tf1.data.make_one_shot_iterator(utils.make_dataset(paths, hr_size, train.SCALE, seed=0)).get_next()
+            graph.finalize()
+            with tf1.Session(graph=graph, config=train.session_config("fp32")) as sess:
+                for _ in range(10):
+                    sess.run(batch)
+                start = time.perf_counter()
+                for _ in range(batches):
+                    sess.run(batch)
+                return batches / (time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- the steps
+
+def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
+    """{step: (median seconds, FLOPs)} for the training steps and generator inference."""
+    rng = np.random.default_rng(cfg["seed"])
+    size = cfg["hr_size"]
+    shapes = [(cfg["batch_size"], size // train.SCALE, size // train.SCALE, 3), (cfg["batch_size"], size, size, 3)]
+    batch = tuple(rng.uniform(-1, 1, shape).astype(np.float32) for shape in shapes)
+    with tf.Graph().as_default() as graph:
+        tf1.set_random_seed(cfg["seed"])
+        # A dataset, not constants: grappler would fold whatever depends only on constants (VGG of HR).
+        lr, hr = tf1.data.make_one_shot_iterator(tf.data.Dataset.from_tensors(batch).repeat()).get_next()
+        model = train.build_model(cfg, lr, hr)
+        init = tf1.global_variables_initializer()
+        graph.finalize()
+        sess = tf1.Session(graph=graph, config=train.session_config(cfg["precision"]))
+    sess.run(init)  # random weights: the same arithmetic as trained ones
+
+    steps = {"pretrain": [model.pretrain_op], "d_step": [model.d_train_op], "g_step": [model.g_train_op],
+             "gan_iteration": [model.d_train_op, model.g_train_op]}
+    results = {}
+    for name, ops in steps.items():
+        if only and name not in only:
+            continue
+        seconds = median_seconds(lambda: [sess.run(op) for op in ops], warmup, repeats)
+        with graph.as_default():
+            results[name] = (seconds, sum(graph_flops(op) for op in ops))
+        print(f"  {name}: {1000 * seconds:.1f} ms", file=sys.stderr)
+    # The inference path has no static spatial shape: its FLOPs are the training generator's, by area.
+    generator_flops = graph_flops(model.Gz) / cfg["batch_size"] / (size // train.SCALE) ** 2
+    for lr_size in infer_sizes:
+        image = rng.uniform(-1, 1, (1, lr_size, lr_size, 3)).astype(np.float32)
+        seconds = median_seconds(lambda: sess.run(model.sr_output, {model.lr_input: image}), 1, max(repeats // 2, 1))
+        results[f"infer_{lr_size}_to_{lr_size * train.SCALE}"] = (seconds, generator_flops * lr_size ** 2)
+        print(f"  inference {lr_size}: {1000 * seconds:.1f} ms", file=sys.stderr)
+    sess.close()
+    return results
+
+
+# ----------------------------------------------------------------------------- command line
+
+def main(argv=None):
+    tf1.disable_eager_execution()
+    tf.get_logger().setLevel("ERROR")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--blocks", type=int, default=train.DEFAULTS["blocks"])
+    p.add_argument("--hr-size", type=int, default=train.DEFAULTS["hr_size"])
+    p.add_argument("--batch-size", type=int, default=train.DEFAULTS["batch_size"])
+    p.add_argument("--precision", choices=train.PRECISIONS, default=train.DEFAULTS["precision"])
+    p.add_argument("--content-loss", choices=train.CONTENT_LOSSES, default=train.DEFAULTS["content_loss"])
+    p.add_argument("--vgg-layer", choices=train.vgg16.LAYERS, default=train.DEFAULTS["vgg_layer"])
+    p.add_argument("--gan-update", choices=train.GAN_UPDATES, default=train.DEFAULTS["gan_update"])
+    p.add_argument("--steps", nargs="*", choices=("pretrain", "d_step", "g_step", "gan_iteration"),
+                   help="time only these training steps (default: all)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs of each step first")
+    p.add_argument("--repeats", type=int, default=7, help="timed runs of each step; the median is reported")
+    p.add_argument("--infer-sizes", type=int, nargs="*", default=[64, 256], help="LR sizes for generator inference (an LR of 1024 needs about 16 GB)")
+    p.add_argument("--matmul-size", type=int, default=4096)
+    p.add_argument("--pipeline-images", type=int, default=200, help="batches the input pipeline is timed on (0: skip)")
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    cfg = dict(train.DEFAULTS, **{k: v for k, v in vars(args).items() if k in train.DEFAULTS})
+    try:
+        train.check_config(cfg)
+    except train.ConfigError as e:
+        p.error(str(e))
+
+    print(f"bench: B={cfg['blocks']}, LR {cfg['hr_size'] // train.SCALE} -> HR {cfg['hr_size']}, batch "
+          f"{cfg['batch_size']}, {cfg['precision']}, {cfg['content_loss']} ({cfg['vgg_layer']}), "
+          f"{cfg['gan_update']} GAN update", file=sys.stderr)
+    peak = {p: matmul_rate(p, args.matmul_size, 2, 5) for p in ("fp32", "bf16")}
+    steps = bench_steps(cfg, args.warmup, args.repeats, args.infer_sizes, args.steps)
+    reference = peak["bf16" if cfg["precision"] == "bf16" else "fp32"]
+    print(f"\n{'step':<24}{'ms':>10}{'GFLOP':>10}{'GFLOP/s':>10}{'of peak':>9}")
+    for name, (seconds, flops) in steps.items():
+        rate = flops / seconds / 1e9
+        print(f"{name:<24}{1000 * seconds:>10.1f}{flops / 1e9:>10.1f}{rate:>10.1f}{rate / reference:>9.0%}")
+    print(f"matmul {args.matmul_size}^2 peak: fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
+    report = {"config": cfg, "matmul_gflops": peak,
+              "steps": {name: {"ms": 1000 * s, "gflop": f / 1e9, "gflops": f / s / 1e9, "fraction_of_peak": f / s / 1e9 / reference}
+                        for name, (s, f) in steps.items()}}
+    if args.pipeline_images and "gan_iteration" in steps:
+        rate = pipeline_rate(cfg["hr_size"], 64, args.pipeline_images)
+        consumed = 2 / steps["gan_iteration"][0]  # a GAN iteration takes one batch for D and one for G
+        print(f"input pipeline: {rate:.1f} images/s; the GAN iteration consumes {consumed:.2f}/s ({rate / consumed:.0f}x)")
+        report["pipeline"] = {"images_per_s": rate, "consumed_per_s": consumed}
+    if args.json:
+        train.write_json(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""bench.py counts FLOPs right and runs end to end; reduced precisions train with float32 variables."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import bench
+import train
+from conftest import ROOT
+
+tf1 = tf.compat.v1
+
+
+def test_conv_and_matmul_flops_equal_the_hand_count():
+    with tf.Graph().as_default():
+        x = tf1.placeholder(tf.float32, [1, 32, 32, 64])
+        kernel = tf1.get_variable("k", [3, 3, 64, 128])
+        y = tf.nn.conv2d(x, kernel, 2, "SAME")  # 16 x 16 x 128 outputs, 3 * 3 * 64 multiply-adds each
+        forward = 2 * 16 * 16 * 128 * 3 * 3 * 64
+        assert bench.graph_flops(y) == forward
+        grad_x, grad_k = tf.gradients(tf.reduce_sum(tf.square(y)), [x, kernel])
+        assert bench.graph_flops(grad_x) == 2 * forward  # the forward conv and its input gradient
+        assert bench.graph_flops([grad_x, grad_k]) == 3 * forward
+        a, b = tf1.placeholder(tf.float32, [5, 7]), tf1.placeholder(tf.float32, [11, 7])
+        assert bench.graph_flops(tf.matmul(a, b, transpose_b=True)) == 2 * 5 * 7 * 11
+
+
+def test_bench_runs_end_to_end_on_a_tiny_configuration(tmp_path, vgg_weights):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench.py"), "--blocks", "1", "--hr-size", "32", "--warmup", "1",
+         "--repeats", "1", "--infer-sizes", "8", "--matmul-size", "256", "--pipeline-images", "5", "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["steps"]) == {"pretrain", "d_step", "g_step", "gan_iteration", "infer_8_to_32"}
+    steps = report["steps"]
+    assert all(s["ms"] > 0 and s["gflop"] > 0 for s in steps.values())
+    assert steps["gan_iteration"]["gflop"] == pytest.approx(steps["d_step"]["gflop"] + steps["g_step"]["gflop"])
+    assert steps["g_step"]["gflop"] > steps["pretrain"]["gflop"]  # the VGG and D passes on top of G's
+    assert report["matmul_gflops"]["fp32"] > 0 and report["pipeline"]["images_per_s"] > 0
+    assert "gan_iteration" in result.stdout and "of peak" in result.stdout
+
+
+def partition_graph_types(sess, fetch):
+    """The dtypes the graph ops really ran with after TensorFlow's rewrites."""
+    metadata = tf1.RunMetadata()
+    sess.run(fetch, options=tf1.RunOptions(output_partition_graphs=True), run_metadata=metadata)
+    return {(node.op, attr.type) for graph in metadata.partition_graphs for node in graph.node
+            for key, attr in node.attr.items() if key == "T"}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "mixed_float16"])
+def test_reduced_precision_trains_with_float32_variables(precision):
+    cfg = dict(train.DEFAULTS, blocks=1, hr_size=32, content_loss="mse", precision=precision)
+    rng = np.random.default_rng(0)
+    with tf.Graph().as_default() as graph:
+        lr = tf.constant(rng.uniform(-1, 1, (1, 8, 8, 3)), tf.float32)
+        hr = tf.constant(rng.uniform(-1, 1, (1, 32, 32, 3)), tf.float32)
+        model = train.build_model(cfg, lr, hr)
+        init = tf1.global_variables_initializer()
+        graph.finalize()
+    with tf1.Session(graph=graph, config=train.session_config(precision)) as sess:
+        sess.run(init)
+        for op in (model.pretrain_op, model.d_train_op, model.g_train_op, model.gan_train_op):
+            sess.run(op)
+        types = partition_graph_types(sess, model.gan_train_op)
+        weights = sess.run(tf1.global_variables())
+    assert all(v.dtype.base_dtype in (tf.float32, tf.int32, tf.int64) for v in graph.get_collection("variables"))
+    assert all(np.all(np.isfinite(w)) for w in weights)
+    assert all(t.dtype == tf.float32 for t in (model.d_loss, model.g_loss, model.mse_loss))
+    if precision == "bf16":
+        with open("/proc/cpuinfo") as f:
+            if not {"avx512_bf16", "amx_bf16"} & set(f.read().split()):
+                pytest.skip("this CPU has no AVX512_BF16 or AMX: TensorFlow keeps the graph in float32")
+        assert any(op.endswith("Conv2D") and t == tf.bfloat16.as_datatype_enum for op, t in types), sorted(types)[:20]
