@@ -5,6 +5,7 @@ The same `_prepare` makes the training pairs (random crop and flip) and the eval
 (centre crop, no flip), so what the model is judged on is made exactly like what it learns from.
 """
 
+import argparse
 import contextlib
 import glob
 import importlib.util
@@ -48,6 +49,13 @@ DATASETS["sample"] = "the colour photos shipped inside scikit-image (no download
 
 class DataError(Exception):
     """A problem with the user's data; str(e) is one line saying what is wrong and how to fix it."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line ("error: ...") instead of usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def _sample_dir():
