@@ -214,14 +214,18 @@ class Trainer:
         if weights is not None:
             self.model.vgg.load(self.sess, weights)
         if checkpoint:
-            try:
-                self.saver.restore(self.sess, checkpoint)
-            except tf.errors.OpError as e:
-                raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size or "
-                                  f"--content-loss?): {e.message.splitlines()[0]}") from None
-            self.saver.recover_last_checkpoints(kept)  # so that max_to_keep also deletes those of earlier runs
-            print(f"resumed {checkpoint}")
+            self.restore(checkpoint, kept)
         self.writer = None
+
+    def restore(self, checkpoint, kept):
+        """Loads `checkpoint`; the Saver takes over the `kept` ones, so that max_to_keep deletes them in turn."""
+        try:
+            self.saver.restore(self.sess, checkpoint)
+        except tf.errors.OpError as e:
+            raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size or "
+                              f"--content-loss?): {e.message.splitlines()[0]}") from None
+        self.saver.recover_last_checkpoints(kept)
+        print(f"resumed {checkpoint}")
 
     def step(self):
         return int(self.sess.run(self.model.global_step))
@@ -234,13 +238,16 @@ class Trainer:
     def last_checkpoint(self):
         return tf1.train.latest_checkpoint(self.run_dir) or "none (start again without --resume)"
 
+    def diverged(self, what):
+        return TrainingError(f"{what}; the last good checkpoint is {self.last_checkpoint()}: lower --lr "
+                             f"(now {self.cfg['learning_rate']:g}) or check the data, then --resume")
+
     def save(self):
         """A checkpoint of the current step, or TrainingError leaving the last good one as it was: when the
         weights are not finite, or when writing fails (disk full), whose partial files are removed."""
         step = self.step()
         if not self.sess.run(self.weights_finite):
-            raise TrainingError(f"the weights are not finite at step {step}, not saved; the last good checkpoint "
-                                f"is {self.last_checkpoint()}: lower --lr (now {self.cfg['learning_rate']:g}), then --resume")
+            raise self.diverged(f"the weights are not finite at step {step}, not saved")
         prefix = os.path.join(self.run_dir, f"model.ckpt-{step}")
         try:
             return self.saver.save(self.sess, os.path.join(self.run_dir, "model.ckpt"), global_step=step)
@@ -295,9 +302,7 @@ class Trainer:
                 self.writer.add_summary(summary, step)
             bad = [k for k, v in losses.items() if not math.isfinite(v)]
             if bad:
-                raise TrainingError(f"{bad[0]} became {losses[bad[0]]} at step {step}; the last good checkpoint is "
-                                    f"{self.last_checkpoint()}: lower --lr (now {self.cfg['learning_rate']:g}) "
-                                    "or check the data, then --resume")
+                raise self.diverged(f"{bad[0]} became {losses[bad[0]]} at step {step}")
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()} | {"skipped": self.skipped.count}, refresh=False)
             bar.update()
             if self.due(step, "save_every"):

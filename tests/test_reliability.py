@@ -180,22 +180,22 @@ def test_memory_stays_flat_over_hundreds_of_steps(trainer):
     trainer.run_phase(0, 0, 20, trainer.pretrain_step)
     trainer.run_phase(1, 20, 70, trainer.gan_step)  # every op has run once: buffers allocated
     before = rss_mb()
-    trainer.run_phase(1, 70, 370, trainer.gan_step)
+    trainer.run_phase(1, 70, 270, trainer.gan_step)
     grown = rss_mb() - before
-    print(f"RSS {before:.0f} MB, +{grown:.1f} MB over 300 GAN iterations")
-    assert grown < 20
+    print(f"RSS {before:.0f} MB, +{grown:.1f} MB over 200 GAN iterations")
+    assert grown < 10  # about 1 MB measured; a leak of 25 KB per sess.run fails it
 
 
 def test_a_failed_save_removes_its_partial_files_and_keeps_the_last_checkpoint(trainer, disk):
     first = trainer.save()
     full = ballast(disk, 30e6)  # a third of a checkpoint
     try:
-        with pytest.raises(train_module.TrainingError, match="cannot save the checkpoint of step 371.*free some space"):
-            trainer.run_phase(1, 370, 371, trainer.gan_step)  # saves at the end of the phase
+        with pytest.raises(train_module.TrainingError, match="cannot save the checkpoint of step 271.*free some space"):
+            trainer.run_phase(1, 270, 271, trainer.gan_step)  # saves at the end of the phase
     finally:
         os.remove(full)
     assert tf.compat.v1.train.latest_checkpoint(trainer.run_dir) == first
-    assert not glob.glob(f"{trainer.run_dir}/model.ckpt-371*")
+    assert not glob.glob(f"{trainer.run_dir}/model.ckpt-271*")
     assert variables(trainer.run_dir).keys()
 
 
