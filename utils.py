@@ -127,16 +127,21 @@ def _readable(path, max_pixels=MAX_PIXELS):
 
 
 class Skipped:
-    """Counts the files the input pipeline skipped and prints the first few reasons (thread-safe)."""
+    """The files the input pipeline skipped, each counted once though met every epoch; prints the first few."""
 
     def __init__(self, shown=5):
-        self.count, self.shown, self._lock = 0, shown, threading.Lock()
+        self.reasons, self.shown, self._lock = set(), shown, threading.Lock()
+
+    @property
+    def count(self):
+        return len(self.reasons)
 
     def add(self, reason):
         with self._lock:
-            self.count += 1
-            if self.count <= self.shown:
-                print(f"skipped: {reason}", file=sys.stderr, flush=True)
+            if reason not in self.reasons:
+                self.reasons.add(reason)
+                if self.count <= self.shown:
+                    print(f"skipped: {reason}", file=sys.stderr, flush=True)
 
 
 def check_files(paths, max_bad_fraction=0.01, max_pixels=MAX_PIXELS, sample=2000, seed=0):
@@ -170,7 +175,7 @@ def _decode(path, max_pixels=MAX_PIXELS, skipped=None):
             return load_image(os.fsdecode(path), max_pixels)
         except DataError as e:
             if skipped is not None:
-                skipped.add(e)
+                skipped.add(str(e))
             raise
 
     image = tf.numpy_function(load, [path], tf.uint8)

@@ -128,6 +128,13 @@ def test_missing_or_empty_dir_says_layout_and_source(tmp_path, name, words):
         assert name in utils.DATASETS and all(word in utils.DATASETS[name] for word in words)
 
 
+def test_unreadable_dir_says_so(tmp_path, monkeypatch):
+    """glob silently finds nothing in a directory it cannot read (root can read anything: hence the patch)."""
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(utils.DataError, match=f"cannot read {tmp_path}: permission denied"):
+        utils.list_images("folder", str(tmp_path))
+
+
 def test_wrong_layout_is_an_error(trees):
     """A places-style tree is not a CelebA dataset (its images are all outside img_align_celeba/)."""
     with pytest.raises(utils.DataError, match="img_align_celeba"):
@@ -393,6 +400,8 @@ def test_bad_files_are_skipped_and_counted_good_ones_converted(tmp_path):
     paths = sorted(list(bad.values()) + list(good))
     skipped = utils.Skipped()
     _, hr, _ = take(paths, hr_size=16, shuffle=False, repeat=False, max_pixels=10_000, skipped=skipped)
+    assert skipped.count == len(bad)
+    take(paths, hr_size=16, shuffle=False, repeat=False, max_pixels=10_000, skipped=skipped)  # a second epoch
     assert skipped.count == len(bad)
     expected = [colour for path, colour in sorted(good.items())]
     assert len(hr) == len(expected)
