@@ -144,7 +144,7 @@ class Skipped:
                     print(f"skipped: {reason}", file=sys.stderr, flush=True)
 
 
-def check_files(paths, max_bad_fraction=0.01, max_pixels=MAX_PIXELS, sample=2000, seed=0):
+def check_files(paths, max_bad_fraction, max_pixels=MAX_PIXELS, sample=2000, seed=0):
     """(paths without the bad files found, their reasons) after checking the headers of up to `sample`
     files picked at random; DataError if more than `max_bad_fraction` of them are bad.
 

@@ -83,7 +83,6 @@ def test_resume_continues_with_the_gan_phase(pretrained):
     (["--vgg-weights", "/nonexistent/vgg16.npz"], "--fetch"),
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--hr-size", "big"], "--hr-size: invalid int value"),
-    (["--dataset", "imagenet"], "--dataset: invalid choice"),
     (["--max-bad-fraction", "2"], "--max-bad-fraction"),
     (["--runs-dir", "/dev/null/runs"], "Not a directory"),
 ])
