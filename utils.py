@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,6 +24,7 @@ from PIL import Image
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 PIL_FORMATS = ("JPEG", "PNG", "BMP")  # the only parsers PIL may try: never EPS (ghostscript) on a renamed file
 MAX_PIXELS = 50_000_000  # larger images are refused before decoding (decompression bombs)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # max_pixels decides, see _open
 HR_PREPS = ("crop", "resize")
 
 # The colour photographs shipped inside scikit-image (its grayscale and synthetic images are left out).
@@ -164,23 +166,26 @@ def check_files(paths, max_bad_fraction, max_pixels=MAX_PIXELS, sample=2000, see
     return [p for p in paths if p not in bad], list(bad.values())
 
 
-def _decode(path, max_pixels=MAX_PIXELS, skipped=None):
-    """tf op: image file -> uint8 RGB [h, w, 3], decoded by load_image so that training sees its pixels.
+def _load_draw(paths, index, max_pixels=MAX_PIXELS, min_scale=0, skipped=None):
+    """load_image of paths[index], or else of the next file that can be used, each failure counted in
+    `skipped`: one image per draw whatever fails, so that draw k always belongs to the same step.
 
-    A file that cannot be read fails the op, which the pipeline skips, after being counted in `skipped`.
-    PIL also gets right what TF's decoders do not: BMP palettes, 1- and 4-bit BMPs, CMYK JPEGs.
+    With min_scale, an image whose short side upscaled to min_scale would exceed max_pixels (a 1-pixel
+    line, say) cannot be used either.
     """
-    def load(path):
+    for i in range(index, index + len(paths)):
+        path = paths[i % len(paths)]
         try:
-            return load_image(os.fsdecode(path), max_pixels)
+            image = load_image(path, max_pixels)
+            h, w = image.shape[:2]
+            if min(h, w) < min_scale and max(h, w) * min_scale / min(h, w) * min_scale > max_pixels:
+                raise DataError(f"image {path} is {w}x{h}: upscaled to a short side of {min_scale} "
+                                f"it would have more than {max_pixels:,} pixels (--max-pixels)")
+            return image
         except DataError as e:
             if skipped is not None:
                 skipped.add(str(e))
-            raise
-
-    image = tf.numpy_function(load, [path], tf.uint8)
-    image.set_shape([None, None, 3])
-    return image
+    raise DataError(f"none of the {len(paths)} image files can be read any more")
 
 
 def _prepare(image, hr_size, scale, hr_prep, seeds=None, flip=False):
@@ -219,34 +224,40 @@ def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip
                  repeat=True, shuffle=True, start=0, max_pixels=MAX_PIXELS, skipped=None):
     """tf.data.Dataset of (lr [batch, hr_size/scale, hr_size/scale, 3], hr [batch, hr_size, hr_size, 3]).
 
-    Files that cannot be read are skipped (and counted in `skipped`, a Skipped). One readable file is
-    required up front (else DataError): with repeat=True and nothing decodable the pipeline would
-    otherwise spin forever without yielding. Draw k of the endless stream of files is file
-    permutation(seed, epoch)[k % len(paths)], cropped and flipped with seeds (seed, k), so a seeded
-    run sees the same pairs in the same order, and `start` = k begins the stream at draw k at no cost.
+    Draw k of the endless stream is file permutation(seed, epoch)[k % len(paths)], cropped and flipped
+    with seeds made of (seed, k); a file that cannot be used is replaced by the next one that can (see
+    _load_draw; counted in `skipped`, a Skipped). So a seeded run sees the same pairs in the same
+    order, and `start` = k begins the stream at draw k at no cost: where a resumed run left off.
+    One readable file is required up front (else DataError): otherwise no draw could ever be made.
     """
     paths = list(paths)
     if not any(_readable(p, max_pixels) for p in paths):
         raise DataError(f"none of the {len(paths)} image files given can be read")
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31))
+    min_scale = hr_size if hr_prep == "crop" else 0
 
     # A Python generator instead of from_tensor_slices keeps millions of paths (Places) out of the
     # GraphDef, which would otherwise be copied into every checkpoint's .meta file.
-    def files():
+    def draws():
         epoch, offset = divmod(start, len(paths))
         while repeat or epoch == 0:
             order = np.random.default_rng([seed, epoch]).permutation(len(paths)) if shuffle else range(len(paths))
             for i in range(offset, len(paths)):
                 draw = epoch * len(paths) + i
-                yield paths[order[i]], [[seed, 2 * draw], [seed, 2 * draw + 1]]
+                yield order[i], [[seed, 2 * draw], [seed, 2 * draw + 1]]
             epoch, offset = epoch + 1, 0
 
+    def pair(index, seeds):
+        load = lambda i: _load_draw(paths, int(i), max_pixels, min_scale, skipped)
+        image = tf.numpy_function(load, [index], tf.uint8)
+        image.set_shape([None, None, 3])
+        return _prepare(image, hr_size, scale, hr_prep, seeds, flip)
+
     ds = tf.data.Dataset.from_generator(
-        files, output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([2, 2], tf.int64)))
-    ds = ds.map(lambda path, seeds: _prepare(_decode(path, max_pixels, skipped), hr_size, scale, hr_prep, seeds, flip),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.ignore_errors()
+        draws, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([2, 2], tf.int64)))
+    ds = ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors()  # the last resort, e.g. when a huge crop runs out of memory: drops the pair
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

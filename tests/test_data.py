@@ -203,13 +203,13 @@ def test_order_shuffle_and_seed(tmp_path):
     assert crops(1) == crops(1) != crops(2)
 
 
-def test_corrupt_file_is_skipped(tmp_path):
+def test_corrupt_file_is_replaced(tmp_path):
     good = [write(str(tmp_path / f"{i}.jpg"), noise(20, 20)) for i in range(3)]
     bad = str(tmp_path / "bad.jpg")
     with open(bad, "wb") as f:
         f.write(b"\xff\xd8 this is not really a jpeg")
     lr, hr, _ = take([bad] + good, hr_size=16, shuffle=False, repeat=False)
-    assert len(hr) == 3
+    assert len(hr) == 4  # one pair per draw: the next good file takes the bad one's place
     assert len(take([bad] + good, 6, hr_size=16)[1]) == 6  # repeating keeps going
     with pytest.raises(utils.DataError):
         utils.make_dataset([bad], hr_size=16)  # would never yield with repeat=True
@@ -375,6 +375,7 @@ def bad_files(tmp):
         with open(paths[name], "wb") as f:
             f.write(data)
     paths["over-the-limit.png"] = write(f"{tmp}/over-the-limit.png", solid((9, 9, 9), (120, 120)))
+    paths["thin.png"] = write(f"{tmp}/thin.png", solid((9, 9, 9), (1, 400)))  # 16 x 6400 once upscaled
     return paths
 
 
@@ -395,7 +396,7 @@ def good_files(tmp):
     }
 
 
-def test_bad_files_are_skipped_and_counted_good_ones_converted(tmp_path):
+def test_bad_files_are_replaced_and_counted_good_ones_converted(tmp_path):
     bad, good = bad_files(tmp_path), good_files(tmp_path)
     paths = sorted(list(bad.values()) + list(good))
     skipped = utils.Skipped()
@@ -403,13 +404,15 @@ def test_bad_files_are_skipped_and_counted_good_ones_converted(tmp_path):
     assert skipped.count == len(bad)
     take(paths, hr_size=16, shuffle=False, repeat=False, max_pixels=10_000, skipped=skipped)  # a second epoch
     assert skipped.count == len(bad)
-    expected = [colour for path, colour in sorted(good.items())]
-    assert len(hr) == len(expected)
+    # one pair per file: a bad one's place goes to the next good file (cyclically)
+    next_good = lambda i: next(paths[j % len(paths)] for j in range(i, i + len(paths)) if paths[j % len(paths)] in good)
+    expected = [good[next_good(i)] for i in range(len(paths))]
+    assert len(hr) == len(paths)
     np.testing.assert_allclose(utils.to_uint8(hr), np.broadcast_to(np.array(expected)[:, None, None], hr.shape), atol=3)
 
     kept, reasons = utils.check_files(paths, max_bad_fraction=0.5, max_pixels=10_000)
-    truncated = {bad["truncated.jpg"], bad["truncated.png"]}  # headers fine: only the pipeline finds them
-    assert set(kept) == set(good) | truncated and len(reasons) == len(bad) - 2
+    headers_fine = {bad["truncated.jpg"], bad["truncated.png"], bad["thin.png"]}  # only the pipeline finds them
+    assert set(kept) == set(good) | headers_fine and len(reasons) == len(bad) - 3
     assert any("more than the limit of 10,000" in r for r in reasons)
     assert any("decompression bomb" in r for r in reasons)
     with pytest.raises(utils.DataError, match="max-bad-fraction"):
@@ -442,7 +445,7 @@ def test_eval_pairs_skip_unreadable_images(tmp_path):
 
 
 def test_the_stream_can_start_at_any_draw(tmp_path):
-    paths = [write(str(tmp_path / f"{i}.png"), noise(24, 24)) for i in range(5)]
+    paths = [write(str(tmp_path / f"{i}.png"), noise(24, 24)) for i in range(5)] + [str(tmp_path / "missing.png")]
     whole = take(paths, 12, hr_size=16, seed=3)[1]
     np.testing.assert_array_equal(take(paths, 5, hr_size=16, seed=3, start=7)[1], whole[7:])
 
