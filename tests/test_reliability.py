@@ -19,11 +19,12 @@ from test_train import TINY, checkpoint_state, train
 FAST = [*TINY, "--content-loss", "mse"]  # no VGG16: these tests are about the loop, not the loss
 
 
-def start(*args, env=None, code=None):
-    """train.py (or `code` run with train.py's arguments) as a background process."""
+def start(*args, code=None):
+    """train.py (or `code` run with train.py's arguments) as a background process. Its output is piped
+    but not read until it ends: fine for the few steps these tests wait for."""
     program = ["-c", code] if code else [os.path.join(ROOT, "train.py")]
     return subprocess.Popen([sys.executable, *program, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(condition, process, timeout=300):
