@@ -7,9 +7,12 @@
 Everything goes to runs/<name>/: config.json, checkpoints, TensorBoard events, samples/*.png.
 """
 import argparse
+import glob
 import json
 import math
 import os
+import shutil
+import signal
 import sys
 import time
 
@@ -34,6 +37,7 @@ DEFAULTS = dict(
     learning_rate=1e-3, beta1=0.97, lr_decay=False,  # Adam(beta1=0.97) at TensorFlow's default rate
     pretrain_iters=5000, gan_iters=20000, pretrain_only=False,
     save_every=1000, sample_every=500, summary_every=10, image_every=100, seed=0,
+    max_pixels=utils.MAX_PIXELS, max_bad_fraction=0.05,
 )
 PRESETS = {
     "report": {},
@@ -66,8 +70,12 @@ class TrainingError(Exception):
     pass
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a checkpoint was saved; args: (signal number, checkpoint)."""
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
     p.add_argument("--preset", choices=sorted(PRESETS), help="settings to start from (default: report)")
     p.add_argument("--dataset", choices=sorted(utils.DATASETS), help="default: sample")
@@ -96,7 +104,10 @@ def build_parser():
     p.add_argument("--sample-every", type=int, help="sample grid PNG every N iterations")
     p.add_argument("--summary-every", type=int, help="TensorBoard scalars every N iterations")
     p.add_argument("--image-every", type=int, help="TensorBoard images every N iterations")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seeds the weights, the data order and the crops (default 0)")
+    p.add_argument("--max-pixels", type=int, help=f"skip images with more pixels (default {utils.MAX_PIXELS:,})")
+    p.add_argument("--max-bad-fraction", type=float,
+                   help="stop before training if more of a sample of the files are unreadable (default 0.05)")
     return p
 
 
@@ -127,7 +138,7 @@ def make_config(argv=None):
 def check_config(cfg):
     if cfg["hr_size"] < 16 or cfg["hr_size"] % SCALE:
         raise ConfigError(f"--hr-size must be a multiple of {SCALE} and at least 16, not {cfg['hr_size']}")
-    for key in ("batch_size", "blocks", "save_every", "sample_every", "summary_every", "image_every"):
+    for key in ("batch_size", "blocks", "save_every", "sample_every", "summary_every", "image_every", "max_pixels"):
         if cfg[key] < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, not {cfg[key]}")
     for key in ("pretrain_iters", "gan_iters"):
@@ -135,6 +146,8 @@ def check_config(cfg):
             raise ConfigError(f"--{key.replace('_', '-')} must not be negative")
     if not cfg["learning_rate"] > 0 or not 0 <= cfg["beta1"] < 1:
         raise ConfigError("--lr must be positive and --beta1 in [0, 1)")
+    if not 0 <= cfg["max_bad_fraction"] <= 1:
+        raise ConfigError("--max-bad-fraction must be in [0, 1]")
 
 
 def session_config(precision="fp32"):
@@ -156,6 +169,27 @@ def build_model(cfg, lr, hr):
                  decay_step, loss_scaling=cfg["precision"] == "mixed_float16")
 
 
+def check_free_space(run_dir, checkpoint_bytes, kept):
+    """ConfigError unless the disk of run_dir has room for the checkpoints still to come: two are kept,
+    and a third is written before the oldest is deleted."""
+    folder = os.path.abspath(run_dir)
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    free, needed = shutil.disk_usage(folder).free, (3 - kept) * checkpoint_bytes
+    if free < needed:
+        raise ConfigError(f"{folder} has {free / 1e9:.2f} GB free, the checkpoints of this run need "
+                          f"{needed / 1e9:.2f} GB ({checkpoint_bytes / 1e9:.2f} GB each): free some space "
+                          "or choose another --runs-dir")
+
+
+def checkpoint_step(checkpoint):
+    """The global step saved in a checkpoint, read without building a graph."""
+    try:
+        return int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
+    except (tf.errors.OpError, ValueError) as e:
+        raise ConfigError(f"cannot read {checkpoint}: {str(e).splitlines()[0]}") from None
+
+
 def write_json(path, data):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -171,40 +205,84 @@ class Trainer:
     def __init__(self, cfg, run_dir):
         self.cfg, self.run_dir = cfg, run_dir
         paths = utils.list_images(cfg["dataset"], cfg["data_dir"])
+        paths, bad = utils.check_files(paths, cfg["max_bad_fraction"], cfg["max_pixels"], seed=cfg["seed"])
         weights = vgg16.resolve_weights(cfg["vgg_weights"]) if "vgg" in cfg["content_loss"] else None
-        self.eval_lr, self.eval_hr = utils.eval_pairs(paths, cfg["hr_size"], SCALE, cfg["hr_prep"], count=4)
-        print(f"{len(paths)} training images ({cfg['dataset']})")
+        self.eval_lr, self.eval_hr = utils.eval_pairs(paths, cfg["hr_size"], SCALE, cfg["hr_prep"], 4, cfg["max_pixels"])
+        print(f"{len(paths)} training images ({cfg['dataset']})" + (f"; left out {len(bad)} unreadable: {bad[0]}" if bad else ""))
+        self.skipped = utils.Skipped()
+        self.stop_signal = None
+        checkpoint = tf1.train.latest_checkpoint(run_dir)
+        start_step = checkpoint_step(checkpoint) if checkpoint else 0
 
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf1.set_random_seed(cfg["seed"])
             with tf1.name_scope("data"):
-                dataset = utils.make_dataset(paths, cfg["hr_size"], SCALE, cfg["batch_size"], cfg["hr_prep"], seed=cfg["seed"])
+                dataset = utils.make_dataset(paths, cfg["hr_size"], SCALE, cfg["batch_size"], cfg["hr_prep"], seed=cfg["seed"],
+                                             start=self.draws(start_step), max_pixels=cfg["max_pixels"], skipped=self.skipped)
                 lr, hr = tf1.data.make_one_shot_iterator(dataset).get_next()
             self.model = build_model(cfg, lr, hr)
-            self.saver = tf1.train.Saver(self.model.saveable_variables(), max_to_keep=2)
+            saved = self.model.saveable_variables()
+            self.saver = tf1.train.Saver(saved, max_to_keep=2)
+            self.weights_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in saved
+                                                 if v.dtype.base_dtype.is_floating])
             init = tf1.global_variables_initializer()
             self.graph.finalize()
+        checkpoint_bytes = sum(v.shape.num_elements() * v.dtype.base_dtype.size for v in saved)
+        kept = tf1.train.get_checkpoint_state(run_dir).all_model_checkpoint_paths if checkpoint else []
+        check_free_space(run_dir, checkpoint_bytes, len(kept))
 
         self.sess = tf1.Session(graph=self.graph, config=session_config(cfg["precision"]))
         self.sess.run(init)
         if weights is not None:
             self.model.vgg.load(self.sess, weights)
-        checkpoint = tf1.train.latest_checkpoint(run_dir)
         if checkpoint:
-            try:
-                self.saver.restore(self.sess, checkpoint)
-            except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
-                raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size or "
-                                  f"--content-loss?): {e.message.splitlines()[0]}") from None
-            print(f"resumed {checkpoint}")
+            self.restore(checkpoint, kept)
         self.writer = None
+
+    def restore(self, checkpoint, kept):
+        """Loads `checkpoint`; the Saver takes over the `kept` ones, so that max_to_keep deletes them in turn."""
+        try:
+            self.saver.restore(self.sess, checkpoint)
+        except tf.errors.OpError as e:
+            raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size or "
+                              f"--content-loss?): {e.message.splitlines()[0]}") from None
+        self.saver.recover_last_checkpoints(kept)
+        print(f"resumed {checkpoint}")
 
     def step(self):
         return int(self.sess.run(self.model.global_step))
 
+    def draws(self, step):
+        """Files the input pipeline has handed out by `step`: a batch per pre-training step, two per
+        alternating GAN iteration (one for D, one for G), one per fused one."""
+        pretrain = min(step, self.cfg["pretrain_iters"])
+        per_gan_iteration = 2 if self.cfg["gan_update"] == "alternating" else 1
+        return self.cfg["batch_size"] * (pretrain + per_gan_iteration * (step - pretrain))
+
+    def last_checkpoint(self):
+        return tf1.train.latest_checkpoint(self.run_dir) or "none (start again without --resume)"
+
+    def diverged(self, what):
+        return TrainingError(f"{what}; the last good checkpoint is {self.last_checkpoint()}: lower --lr "
+                             f"(now {self.cfg['learning_rate']:g}) or check the data, then --resume")
+
     def save(self):
-        return self.saver.save(self.sess, os.path.join(self.run_dir, "model.ckpt"), global_step=self.model.global_step)
+        """A checkpoint of the current step, or TrainingError leaving the last good one as it was: when the
+        weights are not finite, or when writing fails (disk full), whose partial files are removed."""
+        step = self.step()
+        if not self.sess.run(self.weights_finite):
+            raise self.diverged(f"the weights are not finite at step {step}, not saved")
+        prefix = os.path.join(self.run_dir, f"model.ckpt-{step}")
+        try:
+            return self.saver.save(self.sess, os.path.join(self.run_dir, "model.ckpt"), global_step=step)
+        except (tf.errors.OpError, OSError) as e:
+            if tf1.train.latest_checkpoint(self.run_dir) != prefix:  # else only the .meta failed: keep it
+                for path in glob.glob(prefix + ".*") + glob.glob(prefix + "_temp*"):
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            reason = (getattr(e, "message", None) or str(e)).splitlines()[0]
+            raise TrainingError(f"cannot save the checkpoint of step {step} ({reason}); the last good one is "
+                                f"{self.last_checkpoint()}: free some space, then --resume") from None
 
     def save_samples(self, tag):
         """HR on top, the generator's reconstruction below (the report's figures)."""
@@ -244,15 +322,16 @@ class Trainer:
         bar = tqdm(total=end - start, initial=min(max(step - start, 0), end - start), desc=PHASES[phase],
                    unit="it", dynamic_ncols=True, file=sys.stdout)
         while step < end:
+            if self.stop_signal:
+                raise Interrupted(self.stop_signal, self.save())
             losses, summaries = step_fn(step)
             step += 1
             for summary in summaries:
                 self.writer.add_summary(summary, step)
             bad = [k for k, v in losses.items() if not math.isfinite(v)]
             if bad:
-                raise TrainingError(f"{bad[0]} became {losses[bad[0]]} at step {step}; the last good checkpoint is "
-                                    f"{tf1.train.latest_checkpoint(self.run_dir)}")
-            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+                raise self.diverged(f"{bad[0]} became {losses[bad[0]]} at step {step}")
+            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()} | {"skipped": self.skipped.count}, refresh=False)
             bar.update()
             if self.due(step, "save_every"):
                 self.save()
@@ -264,8 +343,18 @@ class Trainer:
         self.save_samples(PHASES[phase])
         self.writer.flush()
 
+    def on_signal(self, signum, frame):
+        """The first SIGINT/SIGTERM stops training before the next step, with a checkpoint; a second quits."""
+        if self.stop_signal:
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step (again to quit without)",
+              file=sys.stderr, flush=True)
+
     def train(self):
         cfg = self.cfg
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.on_signal)
         self.writer = tf1.summary.FileWriter(self.run_dir, self.graph)
         pretrain_end = cfg["pretrain_iters"]
         if self.sess.run(self.model.phase) == 0:
@@ -292,12 +381,19 @@ def main(argv=None):
         write_json(os.path.join(run_dir, "config.json"), cfg)
         try:
             trainer.train()
+        except Interrupted as e:
+            signum, checkpoint = e.args
+            print(f"{signal.Signals(signum).name}: saved {checkpoint}; continue with --name {cfg['name']} --resume")
+            return 128 + signum
         except KeyboardInterrupt:
-            print(f"\ninterrupted: saved {trainer.save()}; continue with --name {cfg['name']} --resume")
-            return 130
+            print(f"interrupted: the last checkpoint is {trainer.last_checkpoint()}", file=sys.stderr)
+            return 128 + signal.SIGINT
         finally:
             trainer.close()
-    except (ConfigError, TrainingError, utils.DataError, vgg16.WeightsError) as e:
+    except KeyboardInterrupt:
+        print("interrupted before training started", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except (ConfigError, TrainingError, utils.DataError, vgg16.WeightsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"done: checkpoints, TensorBoard events and sample grids are in {run_dir}/ "

@@ -5,10 +5,15 @@ The same `_prepare` makes the training pairs (random crop and flip) and the eval
 (centre crop, no flip), so what the model is judged on is made exactly like what it learns from.
 """
 
+import argparse
+import contextlib
 import glob
 import importlib.util
 import os
+import sys
 import tempfile
+import threading
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -17,6 +22,9 @@ import tensorflow as tf
 from PIL import Image
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+PIL_FORMATS = ("JPEG", "PNG", "BMP")  # the only parsers PIL may try: never EPS (ghostscript) on a renamed file
+MAX_PIXELS = 50_000_000  # larger images are refused before decoding (decompression bombs)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # max_pixels decides, see _open
 HR_PREPS = ("crop", "resize")
 
 # The colour photographs shipped inside scikit-image (its grayscale and synthetic images are left out).
@@ -45,6 +53,13 @@ class DataError(Exception):
     """A problem with the user's data; str(e) is one line saying what is wrong and how to fix it."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line ("error: ...") instead of usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def _sample_dir():
     """skimage/data, found without importing scikit-image."""
     spec = importlib.util.find_spec("skimage")
@@ -61,49 +76,116 @@ def list_images(dataset, data_dir=None):
     found = [os.path.join(root, rel) for pattern in patterns for rel in glob.glob(pattern, root_dir=root, recursive=True)]
     paths = sorted(os.path.abspath(p) for p in found if p.lower().endswith(IMAGE_EXTS) and os.path.isfile(p))
     if not paths:
+        if os.path.isdir(root) and not os.access(root, os.R_OK | os.X_OK):
+            raise DataError(f"cannot read {root}: permission denied")
         missing = "" if os.path.isdir(root) else " (no such directory)"
         hint = "" if dataset == "sample" else " or pass --data-dir"
         raise DataError(f"no {what} images under {root}{missing}: expected {os.path.join(root, layout)}; {source}{hint}")
     return paths
 
 
-def load_image(path):
-    """uint8 RGB [h, w, 3] with the same pixels tf.data training sees (see _decode), else DataError.
+@contextlib.contextmanager
+def _open(path, max_pixels=MAX_PIXELS):
+    """The PIL image of `path`, header read but pixels not decoded yet; any failure in the block is a DataError.
+
+    PIL's parsers raise many kinds of exceptions on malformed files (see the fuzz test), hence `Exception`.
+    """
+    try:
+        with Image.open(path, formats=PIL_FORMATS) as image:
+            if image.width * image.height > max_pixels:
+                raise DataError(f"image {path} has {image.width}x{image.height} pixels, "
+                                f"more than the limit of {max_pixels:,} (--max-pixels)")
+            yield image
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
+def check_image(path, max_pixels=MAX_PIXELS):
+    """DataError unless `path` has a JPEG/PNG/BMP header within the pixel limit; cheap: decodes no pixels."""
+    with _open(path, max_pixels):
+        pass
+
+
+def load_image(path, max_pixels=MAX_PIXELS):
+    """uint8 RGB [h, w, 3] of a JPEG, PNG or BMP file (what training sees), else DataError.
 
     Grayscale, palette and CMYK become RGB, alpha is dropped (not composited), 16-bit keeps the high byte.
     """
-    try:
-        with Image.open(path) as image:
-            if image.mode.startswith("I"):  # 16-bit grayscale; 16-bit RGB already arrives as 8-bit "RGB"
-                gray = (np.asarray(image) >> 8).astype(np.uint8)
-                return np.repeat(gray[:, :, None], 3, axis=2)
-            return np.array(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
+    with _open(path, max_pixels) as image:
+        if image.mode.startswith("I"):  # 16-bit grayscale; 16-bit RGB already arrives as 8-bit "RGB"
+            gray = (np.asarray(image) >> 8).astype(np.uint8)
+            return np.repeat(gray[:, :, None], 3, axis=2)
+        return np.array(image.convert("RGB"))
 
 
-def _readable(path):
+def _readable(path, max_pixels=MAX_PIXELS):
     try:
-        load_image(path)
+        load_image(path, max_pixels)
         return True
     except DataError:
         return False
 
 
-def _decode(path):
-    """tf op: image file -> uint8 RGB [h, w, 3].
+class Skipped:
+    """The files the input pipeline skipped, each counted once though met every epoch; prints the first few."""
 
-    JPEGs use the accurate IDCT: decode_image's default fast one is off by up to ~10 levels from
-    libjpeg/PIL on real photos. BMPs go through PIL because TF ignores BMP palettes (wrong colours)
-    and rejects 1- and 4-bit BMPs. PNG (grey, RGBA, 16-bit) is right with decode_image.
+    def __init__(self, shown=5):
+        self.reasons, self.shown, self._lock = set(), shown, threading.Lock()
+
+    @property
+    def count(self):
+        return len(self.reasons)
+
+    def add(self, reason):
+        with self._lock:
+            if reason not in self.reasons:
+                self.reasons.add(reason)
+                if self.count <= self.shown:
+                    print(f"skipped: {reason}", file=sys.stderr, flush=True)
+
+
+def check_files(paths, max_bad_fraction, max_pixels=MAX_PIXELS, sample=2000, seed=0):
+    """(paths without the bad files found, their reasons) after checking the headers of up to `sample`
+    files picked at random; DataError if more than `max_bad_fraction` of them are bad.
+
+    Headers only and a bounded sample, so it takes seconds on Places' 2.5M files: the pipeline skips
+    the bad files left (truncated ones, those outside the sample) as it meets them.
     """
-    data = tf.io.read_file(path)
-    image = tf.case(
-        [(tf.io.is_jpeg(data), lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")),
-         (tf.equal(tf.strings.substr(data, 0, 2), "BM"), lambda: tf.numpy_function(lambda p: load_image(os.fsdecode(p)), [path], tf.uint8))],
-        default=lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
-    image.set_shape([None, None, 3])
-    return image
+    picked = np.random.default_rng(seed).permutation(len(paths))[:sample]
+    bad = {}
+    for i in picked:
+        try:
+            check_image(paths[i], max_pixels)
+        except DataError as e:
+            bad[paths[i]] = str(e)
+    if len(bad) > max_bad_fraction * len(picked):
+        raise DataError(f"{len(bad)} of {len(picked)} image files checked cannot be used, more than "
+                        f"--max-bad-fraction {max_bad_fraction}; the first: {next(iter(bad.values()))}")
+    return [p for p in paths if p not in bad], list(bad.values())
+
+
+def _load_draw(paths, index, max_pixels=MAX_PIXELS, min_scale=0, skipped=None):
+    """load_image of paths[index], or else of the next file that can be used, each failure counted in
+    `skipped`: one image per draw whatever fails, so that draw k always belongs to the same step.
+
+    With min_scale, an image whose short side upscaled to min_scale would exceed max_pixels (a 1-pixel
+    line, say) cannot be used either.
+    """
+    for i in range(index, index + len(paths)):
+        path = paths[i % len(paths)]
+        try:
+            image = load_image(path, max_pixels)
+            h, w = image.shape[:2]
+            if min(h, w) < min_scale and max(h, w) * min_scale / min(h, w) * min_scale > max_pixels:
+                raise DataError(f"image {path} is {w}x{h}: upscaled to a short side of {min_scale} "
+                                f"it would have more than {max_pixels:,} pixels (--max-pixels)")
+            return image
+        except DataError as e:
+            if skipped is not None:
+                skipped.add(str(e))
+    raise DataError(f"none of the {len(paths)} image files can be read any more")
 
 
 def _prepare(image, hr_size, scale, hr_prep, seeds=None, flip=False):
@@ -139,51 +221,67 @@ def _prepare(image, hr_size, scale, hr_prep, seeds=None, flip=False):
 
 
 def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip=True, seed=None,
-                 repeat=True, shuffle=True):
+                 repeat=True, shuffle=True, start=0, max_pixels=MAX_PIXELS, skipped=None):
     """tf.data.Dataset of (lr [batch, hr_size/scale, hr_size/scale, 3], hr [batch, hr_size, hr_size, 3]).
 
-    Files TF cannot decode are skipped. One readable file is required up front (else DataError):
-    with repeat=True and nothing decodable the pipeline would otherwise spin forever without yielding.
-    The file order (reshuffled each epoch) and each image's crop/flip come from `seed`, so a seeded
-    run sees the same pairs; with shuffle=True their order within a few batches may still vary.
+    Draw k of the endless stream is file permutation(seed, epoch)[k % len(paths)], cropped and flipped
+    with seeds made of (seed, k); a file that cannot be used is replaced by the next one that can (see
+    _load_draw; counted in `skipped`, a Skipped). So a seeded run sees the same pairs in the same
+    order, and `start` = k begins the stream at draw k at no cost: where a resumed run left off.
+    One readable file is required up front (else DataError): otherwise no draw could ever be made.
     """
     paths = list(paths)
-    if not any(map(_readable, paths)):
+    if not any(_readable(p, max_pixels) for p in paths):
         raise DataError(f"none of the {len(paths)} image files given can be read")
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31))
+    min_scale = hr_size if hr_prep == "crop" else 0
 
     # A Python generator instead of from_tensor_slices keeps millions of paths (Places) out of the
     # GraphDef, which would otherwise be copied into every checkpoint's .meta file.
-    def files():
-        rng = np.random.default_rng(seed)
-        while True:
-            for i in rng.permutation(len(paths)) if shuffle else range(len(paths)):
-                yield paths[i], rng.integers(2**31, size=(2, 2))
-            if not repeat:
-                return
+    def draws():
+        epoch, offset = divmod(start, len(paths))
+        while repeat or epoch == 0:
+            order = np.random.default_rng([seed, epoch]).permutation(len(paths)) if shuffle else range(len(paths))
+            for i in range(offset, len(paths)):
+                draw = epoch * len(paths) + i
+                yield order[i], [[seed, 2 * draw], [seed, 2 * draw + 1]]
+            epoch, offset = epoch + 1, 0
+
+    def pair(index, seeds):
+        load = lambda i: _load_draw(paths, int(i), max_pixels, min_scale, skipped)
+        image = tf.numpy_function(load, [index], tf.uint8)
+        image.set_shape([None, None, 3])
+        return _prepare(image, hr_size, scale, hr_prep, seeds, flip)
 
     ds = tf.data.Dataset.from_generator(
-        files, output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([2, 2], tf.int64)))
-    ds = ds.map(lambda path, seeds: _prepare(_decode(path), hr_size, scale, hr_prep, seeds, flip),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
-    ds = ds.ignore_errors()
+        draws, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([2, 2], tf.int64)))
+    ds = ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors()  # the last resort, e.g. when a huge crop runs out of memory: drops the pair
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_pairs(paths, hr_size=256, scale=4, hr_prep="crop", count=4):
-    """(lr [N, h/scale, w/scale, 3], hr [N, h, w, 3]) float32 numpy of the first `count` images, centre crops.
+def eval_pairs(paths, hr_size=256, scale=4, hr_prep="crop", count=4, max_pixels=MAX_PIXELS):
+    """(lr [N, h/scale, w/scale, 3], hr [N, h, w, 3]) float32 numpy of the first `count` readable images,
+    centre crops; DataError if none is readable.
 
     Runs in its own graph and session, so it can be called while another graph is the default.
     """
+    images, errors = [], []
+    for p in paths:
+        if len(images) == count:
+            break
+        try:
+            images.append(load_image(p, max_pixels))
+        except DataError as e:
+            errors.append(e)
+    if not images:
+        raise DataError(f"none of the {len(paths)} images can be read; the first: {errors[0]}")
     with tf.Graph().as_default():
-        path = tf.compat.v1.placeholder(tf.string, [])
-        pair = _prepare(_decode(path), hr_size, scale, hr_prep)
+        image = tf.compat.v1.placeholder(tf.uint8, [None, None, 3])
+        pair = _prepare(image, hr_size, scale, hr_prep)
         with tf.compat.v1.Session() as sess:
-            pairs = []
-            for p in paths[:count]:
-                try:
-                    pairs.append(sess.run(pair, {path: p}))
-                except tf.errors.OpError as e:
-                    raise DataError(f"cannot read image {p}: TensorFlow cannot decode it") from e
+            pairs = [sess.run(pair, {image: x}) for x in images]
     lr, hr = zip(*pairs)
     return np.stack(lr), np.stack(hr)
 

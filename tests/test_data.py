@@ -6,6 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 import tensorflow as tf
 from PIL import Image
 
@@ -26,17 +27,18 @@ def write(path, image, mode=None):
     return os.path.abspath(path)
 
 
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def write_png16(path, image):
     """16-bit grey [h, w, 1] or RGB [h, w, 3] PNG, written by hand because PIL cannot write 16-bit RGB."""
     h, w, c = image.shape
     raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in image)
 
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     header = struct.pack(">IIBBBBB", w, h, 16, {1: 0, 3: 2}[c], 0, 0, 0)
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+        f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
     return os.path.abspath(path)
 
 
@@ -126,6 +128,13 @@ def test_missing_or_empty_dir_says_layout_and_source(tmp_path, name, words):
         assert name in utils.DATASETS and all(word in utils.DATASETS[name] for word in words)
 
 
+def test_unreadable_dir_says_so(tmp_path, monkeypatch):
+    """glob silently finds nothing in a directory it cannot read (root can read anything: hence the patch)."""
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(utils.DataError, match=f"cannot read {tmp_path}: permission denied"):
+        utils.list_images("folder", str(tmp_path))
+
+
 def test_wrong_layout_is_an_error(trees):
     """A places-style tree is not a CelebA dataset (its images are all outside img_align_celeba/)."""
     with pytest.raises(utils.DataError, match="img_align_celeba"):
@@ -194,13 +203,13 @@ def test_order_shuffle_and_seed(tmp_path):
     assert crops(1) == crops(1) != crops(2)
 
 
-def test_corrupt_file_is_skipped(tmp_path):
+def test_corrupt_file_is_replaced(tmp_path):
     good = [write(str(tmp_path / f"{i}.jpg"), noise(20, 20)) for i in range(3)]
     bad = str(tmp_path / "bad.jpg")
     with open(bad, "wb") as f:
         f.write(b"\xff\xd8 this is not really a jpeg")
     lr, hr, _ = take([bad] + good, hr_size=16, shuffle=False, repeat=False)
-    assert len(hr) == 3
+    assert len(hr) == 4  # one pair per draw: the next good file takes the bad one's place
     assert len(take([bad] + good, 6, hr_size=16)[1]) == 6  # repeating keeps going
     with pytest.raises(utils.DataError):
         utils.make_dataset([bad], hr_size=16)  # would never yield with repeat=True
@@ -335,3 +344,140 @@ def test_upscale_bicubic():
             up = sess.run(up)
     assert up.min() >= -1 and up.max() <= 1 and up[0].min() == -1  # overshoot is clipped
     np.testing.assert_allclose(up[1], 0.3, atol=1e-5)
+
+
+# ---------------------------------------------------------------- bad files
+
+def solid(colour, size=(24, 24)):
+    return np.full((*size, len(colour)), colour, np.uint8)
+
+
+def bad_files(tmp):
+    """{name: path} of files the pipeline must skip, one of each kind a scraped dataset holds."""
+    good_jpeg = open(write(f"{tmp}/src.jpg", noise(40, 40)), "rb").read()
+    good_png = open(write(f"{tmp}/src.png", noise(40, 40)), "rb").read()
+    os.remove(f"{tmp}/src.jpg"), os.remove(f"{tmp}/src.png")
+    bomb_header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    contents = {
+        "corrupt.jpg": b"\xff\xd8\xff\xe0 this is not really a jpeg",
+        "truncated.jpg": good_jpeg[:len(good_jpeg) // 2],
+        "truncated.png": good_png[:len(good_png) // 2],
+        "empty.jpg": b"",
+        "empty.png": b"",
+        "text.png": b"<html>404 Not Found</html>",
+        "gif.jpg": b"GIF89a\x01\x00\x01\x00\x00\x00\x00;",
+        "bomb.png": b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", bomb_header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 99))
+                    + png_chunk(b"IEND", b""),
+    }
+    paths = {}
+    for name, data in contents.items():
+        paths[name] = str(tmp / name)
+        with open(paths[name], "wb") as f:
+            f.write(data)
+    paths["over-the-limit.png"] = write(f"{tmp}/over-the-limit.png", solid((9, 9, 9), (120, 120)))
+    paths["thin.png"] = write(f"{tmp}/thin.png", solid((9, 9, 9), (1, 400)))  # 16 x 6400 once upscaled
+    return paths
+
+
+def good_files(tmp):
+    """{path: the RGB colour training must see} of solid images in every mode that needs converting."""
+    cmyk = Image.fromarray(solid((200, 40, 60))).convert("CMYK")
+    palette = Image.fromarray(np.zeros((24, 24), np.uint8), "P")
+    palette.putpalette([30, 160, 220] * 256)
+    return {
+        write(f"{tmp}/rgb.jpg", solid((250, 250, 10))): (250, 250, 10),
+        write(f"{tmp}/cmyk.jpg", cmyk): (200, 40, 60),
+        write(f"{tmp}/gray.jpg", solid((90,))): (90, 90, 90),
+        write(f"{tmp}/rgba.png", solid((10, 200, 30, 0))): (10, 200, 30),
+        write(f"{tmp}/palette.png", palette): (30, 160, 220),
+        write_png16(f"{tmp}/deep.png", np.full((24, 24, 3), 0x80FF)): (128, 128, 128),
+        write(f"{tmp}/tiny.png", solid((0, 0, 255), (3, 5))): (0, 0, 255),
+        write(f"{tmp}/palette.bmp", palette): (30, 160, 220),
+    }
+
+
+def test_bad_files_are_replaced_and_counted_good_ones_converted(tmp_path):
+    bad, good = bad_files(tmp_path), good_files(tmp_path)
+    paths = sorted(list(bad.values()) + list(good))
+    skipped = utils.Skipped()
+    _, hr, _ = take(paths, hr_size=16, shuffle=False, repeat=False, max_pixels=10_000, skipped=skipped)
+    assert skipped.count == len(bad)
+    take(paths, hr_size=16, shuffle=False, repeat=False, max_pixels=10_000, skipped=skipped)  # a second epoch
+    assert skipped.count == len(bad)
+    # one pair per file: a bad one's place goes to the next good file (cyclically)
+    next_good = lambda i: next(paths[j % len(paths)] for j in range(i, i + len(paths)) if paths[j % len(paths)] in good)
+    expected = [good[next_good(i)] for i in range(len(paths))]
+    assert len(hr) == len(paths)
+    np.testing.assert_allclose(utils.to_uint8(hr), np.broadcast_to(np.array(expected)[:, None, None], hr.shape), atol=3)
+
+    kept, reasons = utils.check_files(paths, max_bad_fraction=0.5, max_pixels=10_000)
+    headers_fine = {bad["truncated.jpg"], bad["truncated.png"], bad["thin.png"]}  # only the pipeline finds them
+    assert set(kept) == set(good) | headers_fine and len(reasons) == len(bad) - 3
+    assert any("more than the limit of 10,000" in r for r in reasons)
+    assert any("decompression bomb" in r for r in reasons)
+    with pytest.raises(utils.DataError, match="max-bad-fraction"):
+        utils.check_files(paths, max_bad_fraction=0.2)
+
+
+def test_check_files_reads_a_bounded_sample(tmp_path, monkeypatch):
+    good = write(str(tmp_path / "good.png"), noise(8, 8))
+    bad = [str(tmp_path / f"bad{i}.png") for i in range(100)]
+    for path in bad:
+        open(path, "wb").close()
+    paths = [good] * 900 + bad
+    checked = []
+    check_image = utils.check_image
+    monkeypatch.setattr(utils, "check_image", lambda path, max_pixels: checked.append(path) or check_image(path, max_pixels))
+    kept, reasons = utils.check_files(paths, max_bad_fraction=0.2, sample=50, seed=1)
+    assert len(checked) == 50 and 0 < len(reasons) < 20
+    assert len(kept) == 1000 - len(reasons) and not set(kept) & {p for p in checked if p != good}
+    with pytest.raises(utils.DataError, match="100 of 1000 image files checked"):
+        utils.check_files(paths, max_bad_fraction=0.05, sample=5000)
+
+
+def test_eval_pairs_skip_unreadable_images(tmp_path):
+    bad = tmp_path / "0.jpg"
+    bad.write_bytes(b"garbage")
+    images = [noise(32, 32) for _ in range(2)]
+    paths = [str(bad)] + [write(str(tmp_path / f"{i + 1}.png"), im) for i, im in enumerate(images)]
+    _, hr = utils.eval_pairs(paths, hr_size=32, count=4)
+    np.testing.assert_allclose(hr, np.stack(images) / 127.5 - 1, atol=1e-6)
+
+
+def test_the_stream_can_start_at_any_draw(tmp_path):
+    paths = [write(str(tmp_path / f"{i}.png"), noise(24, 24)) for i in range(5)] + [str(tmp_path / "missing.png")]
+    whole = take(paths, 12, hr_size=16, seed=3)[1]
+    np.testing.assert_array_equal(take(paths, 5, hr_size=16, seed=3, start=7)[1], whole[7:])
+
+
+PREFIXES = [b"", b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"BM", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.sampled_from(PREFIXES), body=st.binary(max_size=400))
+def test_load_image_raises_only_data_errors(tmp_path_factory, prefix, body):
+    path = tmp_path_factory.getbasetemp() / "fuzz.jpg"
+    path.write_bytes(prefix + body)
+    try:
+        image = utils.load_image(str(path), max_pixels=1_000_000)
+    except utils.DataError:
+        return
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_load_image_on_damaged_real_images(tmp_path_factory, data):
+    """Real JPEG/PNG/BMP files with a few bytes overwritten: deeper into the decoders than random bytes get."""
+    ext = data.draw(st.sampled_from([".jpg", ".png", ".bmp"]))
+    image = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)  # the same every example
+    original = bytearray(open(write(str(tmp_path_factory.getbasetemp() / f"src{ext}"), image), "rb").read())
+    for _ in range(data.draw(st.integers(1, 8))):
+        original[data.draw(st.integers(0, len(original) - 1))] = data.draw(st.integers(0, 255))
+    path = tmp_path_factory.getbasetemp() / f"fuzz{ext}"
+    path.write_bytes(bytes(original[:data.draw(st.integers(0, len(original)))]))
+    try:
+        image = utils.load_image(str(path), max_pixels=1_000_000)
+    except utils.DataError:
+        return
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3

@@ -83,6 +83,10 @@ def test_resume_continues_with_the_gan_phase(pretrained):
     (["--resume"], "--name"),
     (["--name", "nothing-here", "--resume"], "nothing to resume"),
     (["--vgg-weights", "/nonexistent/vgg16.npz"], "--fetch"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--hr-size", "big"], "--hr-size: invalid int value"),
+    (["--max-bad-fraction", "2"], "--max-bad-fraction"),
+    (["--runs-dir", "/dev/null/runs"], "Not a directory"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     result = train(*TINY, "--runs-dir", str(tmp_path), "--pretrain-iters", "1", *args)
@@ -91,6 +95,16 @@ def test_bad_input_is_one_clear_line(tmp_path, args, message):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert not os.listdir(tmp_path), "a failed start must leave no run directory behind"
+
+
+def test_a_checkpoint_of_another_architecture_is_one_clear_line(pretrained):
+    run_dir, _ = pretrained
+    before = sorted(os.listdir(run_dir))
+    result = train("--name", "t", "--runs-dir", str(run_dir.parent), "--resume", "--blocks", "3")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "does not fit this graph (changed --blocks" in errors[0], result.stderr[-2000:]
+    assert sorted(os.listdir(run_dir)) == before
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):

@@ -263,3 +263,15 @@ def test_check_cli_on_garbage_fails_with_one_line(tmp_path):
     assert result.returncode == 1 and result.stdout == ""
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert lines[0].startswith("error: ") and "not a .npz" in lines[0] and "--fetch" in lines[0]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--check", "w.npz", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--fetch", "--check", "w.npz"], "not allowed with argument"),
+    ([], "one of the arguments --fetch --check is required"),
+])
+def test_a_bad_command_line_is_one_line(capsys, argv, words):
+    with pytest.raises(SystemExit) as exit:
+        vgg16.main(argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.startswith("error: ") and words in err and err.count("\n") == 1
