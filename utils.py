@@ -5,9 +5,13 @@ The same `_prepare` makes the training pairs (random crop and flip) and the eval
 (centre crop, no flip), so what the model is judged on is made exactly like what it learns from.
 """
 
+import collections
 import glob
 import importlib.util
+import io
+import math
 import os
+import re
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -339,3 +343,92 @@ def save_comparison(path, lr, bicubic, sr, hr, zoom=3):
     top, left = (h - h // zoom) // 2, (w - w // zoom) // 2
     crops = [np.repeat(np.repeat(x[top:top + h // zoom, left:left + w // zoom], zoom, 0), zoom, 1) for x in images]
     save_grid(path, [[x / 127.5 - 1 for x in images], [x / 127.5 - 1 for x in crops]])
+
+
+# ----------------------------------------------------------------------------- training curves and GAN health
+
+CURVES = {  # tag under summaries/: title (the report's figures 6 to 10, then D's outputs)
+    "g_loss": "generator loss", "d_loss": "discriminator loss", "adv_loss": "adversarial loss",
+    "content_loss": "content loss (VGG)", "mse_loss": "MSE loss",
+}
+
+
+def read_scalars(run_dir):
+    """{tag: (steps, values)} of the summaries/* scalars in a run's TensorBoard files.
+
+    A numbered duplicate (summaries/mse_loss_1, made by a second scalar of the same name in the
+    graph) is merged into its base tag.
+    """
+    series = {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag.startswith("summaries/") and value.HasField("simple_value"):
+                    tag = re.sub(r"_\d+$", "", value.tag[len("summaries/"):])
+                    series.setdefault(tag, {})[event.step] = value.simple_value
+    return {tag: (np.array(sorted(points)), np.array([points[s] for s in sorted(points)])) for tag, points in series.items()}
+
+
+def smooth(values, weight=0.9):
+    """TensorBoard's smoothing: a debiased exponential moving average."""
+    out, average = np.empty(len(values)), 0.0
+    for i, value in enumerate(values):
+        average = weight * average + (1 - weight) * value
+        out[i] = average / (1 - weight ** (i + 1))
+    return out
+
+
+def plot_training(run_dir):
+    """Write run_dir/plots/<tag>.png for each loss and D_outputs.png (mean D(x), D(G(z))); returns their paths.
+
+    Each curve is drawn smoothed, with the raw values faint behind it.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scalars = read_scalars(run_dir)
+    figures = [(tag, title, [tag]) for tag, title in CURVES.items() if tag in scalars]
+    if "D_x" in scalars:
+        figures.append(("D_outputs", "mean discriminator output", ["D_x", "D_G_z"]))
+    paths = []
+    for name, title, tags in figures:
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        for tag, color in zip(tags, ("C0", "C3")):
+            steps, values = scalars[tag]
+            label = {"D_x": "D(x)", "D_G_z": "D(G(z))"}.get(tag, tag)
+            ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(steps, smooth(values), color=color, linewidth=1.5, label=label)
+        ax.set(title=title, xlabel="iteration")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        plt.close(fig)
+        paths.append(os.path.join(run_dir, "plots", name + ".png"))
+        write_atomic(paths[-1], buffer.getvalue())
+    return paths
+
+
+class GANHealth:
+    """Looks at the values each GAN iteration already fetches and names what looks unhealthy."""
+
+    def __init__(self, window=50):
+        self.recent = collections.deque(maxlen=window)
+        self.problems = []
+
+    def update(self, losses):
+        """Add one iteration's {"D_x", "D_G_z", "adv_loss", ...}; returns (and keeps) the problems seen, [] when healthy."""
+        self.recent.append(losses)
+        problems = [f"{tag} is {value}" for tag, value in losses.items() if not math.isfinite(value)]
+        if len(self.recent) == self.recent.maxlen:
+            n = len(self.recent)
+            if all(step["D_G_z"] < 0.01 for step in self.recent):
+                problems.append(f"D(G(z)) below 0.01 for {n} iterations: the discriminator wins, the generator gets little adversarial signal")
+            if all(step["D_x"] > 0.99 for step in self.recent):
+                problems.append(f"D(x) above 0.99 for {n} iterations")
+            if all(step["adv_loss"] > 10 for step in self.recent):
+                problems.append(f"adversarial loss above 10 for {n} iterations (exploding)")
+        self.problems = problems
+        return problems
