@@ -114,7 +114,7 @@ def main(argv=None):
         upscaler = infer.Upscaler(args.checkpoint)
         vgg = VGGDistance(args.vgg_weights)
         checkpoint = upscaler.checkpoint.rstrip("/")
-        out_dir = args.out_dir or (checkpoint if upscaler.blocks is None else os.path.dirname(checkpoint))
+        out_dir = args.out_dir or (checkpoint if upscaler.saved_model else os.path.dirname(checkpoint))
         tag = f"eval-{os.path.basename(checkpoint).replace('model.ckpt-', '')}"
         results = {}
         for folder in args.data:

@@ -86,14 +86,44 @@ def build_generator(blocks):
     return {FLOAT_SIGNATURE: (lr_float, sr_float), UINT8_SIGNATURE: (lr_uint8, sr_uint8)}
 
 
+def restore_generator(sess, path):
+    """Build the generator into sess.graph from a run's config.json and restore it; returns (checkpoint, signatures)."""
+    checkpoint, config = run_config(path)
+    signatures = build_generator(config["blocks"])
+    variables = tf1.global_variables()
+    check_architecture(checkpoint, variables, config["blocks"])
+    try:
+        tf1.train.Saver(variables).restore(sess, checkpoint)
+    except tf.errors.OpError as e:
+        raise CLIError(f"cannot restore {checkpoint}: {e.message.splitlines()[0]}") from None
+    return checkpoint, signatures
+
+
+def export(path, out_dir):
+    """Write the generator of a run (or checkpoint) as a SavedModel with float and uint8 signatures, atomically."""
+    if os.path.exists(out_dir):
+        raise CLIError(f"{out_dir} already exists; choose another --export directory")
+    tmp = os.path.join(os.path.dirname(os.path.abspath(out_dir)), f".tmp-export-{os.getpid()}")
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        _, signatures = restore_generator(sess, path)
+        builder = tf1.saved_model.Builder(tmp)
+        builder.add_meta_graph_and_variables(
+            sess, SERVE, strip_default_attrs=True,
+            signature_def_map={name: tf1.saved_model.predict_signature_def({"lr": lr}, {"sr": sr})
+                               for name, (lr, sr) in signatures.items()})
+        builder.save()
+    os.replace(tmp, out_dir)
+
+
 class Upscaler:
-    """A session holding the generator, from a training checkpoint or an exported SavedModel."""
+    """A session holding the generator, from a training run or checkpoint, or from an exported SavedModel."""
 
     def __init__(self, path):
         self.graph = tf.Graph()
         self.sess = tf1.Session(graph=self.graph)
+        self.saved_model = os.path.isfile(os.path.join(path, "saved_model.pb"))
         with self.graph.as_default():
-            if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            if self.saved_model:
                 try:
                     meta = tf1.saved_model.loader.load(self.sess, SERVE, path)
                 except (tf.errors.OpError, RuntimeError, OSError) as e:
@@ -101,18 +131,10 @@ class Upscaler:
                 signature = meta.signature_def[FLOAT_SIGNATURE]
                 self.lr_input = self.graph.get_tensor_by_name(signature.inputs["lr"].name)
                 self.sr_output = self.graph.get_tensor_by_name(signature.outputs["sr"].name)
-                self.checkpoint, self.blocks = path, None
+                self.checkpoint = path
             else:
-                self.checkpoint, config = run_config(path)
-                self.blocks = config["blocks"]
-                self.signatures = build_generator(self.blocks)
-                self.lr_input, self.sr_output = self.signatures[FLOAT_SIGNATURE]
-                variables = tf1.global_variables()
-                check_architecture(self.checkpoint, variables, self.blocks)
-                try:
-                    tf1.train.Saver(variables).restore(self.sess, self.checkpoint)
-                except tf.errors.OpError as e:
-                    raise CLIError(f"cannot restore {self.checkpoint}: {e.message.splitlines()[0]}") from None
+                self.checkpoint, signatures = restore_generator(self.sess, path)
+                self.lr_input, self.sr_output = signatures[FLOAT_SIGNATURE]
         self.graph.finalize()
 
     def run(self, lr):
@@ -161,20 +183,6 @@ class Upscaler:
             out[:, :, -1] = np.clip(np.round(alpha), 0, peak)
         return out
 
-    def export(self, out_dir):
-        """Write the generator alone as a SavedModel (float and uint8 signatures) at out_dir, atomically."""
-        if self.blocks is None:
-            raise CLIError(f"{self.checkpoint} is already a SavedModel")
-        if os.path.exists(out_dir):
-            raise CLIError(f"{out_dir} already exists; choose another --export directory")
-        tmp = os.path.join(os.path.dirname(os.path.abspath(out_dir)), f".tmp-export-{os.getpid()}")
-        builder = tf1.saved_model.Builder(tmp)
-        signatures = {name: tf1.saved_model.predict_signature_def({"lr": lr}, {"sr": sr})
-                      for name, (lr, sr) in self.signatures.items()}
-        builder.add_meta_graph_and_variables(self.sess, SERVE, signature_def_map=signatures, strip_default_attrs=True)
-        builder.save()
-        os.replace(tmp, out_dir)
-
     def close(self):
         self.sess.close()
 
@@ -190,7 +198,8 @@ def spans(length, tile, overlap):
 def ramp(start, stop, length, overlap):
     """SR-resolution blending weights of one tile along one axis: linear fades over the overlaps inside the image."""
     weights = np.ones((stop - start) * SCALE, np.float32)
-    fade = (np.arange(overlap * SCALE, dtype=np.float32) + 0.5) / (overlap * SCALE)
+    half = overlap * SCALE // 2  # the outer half only gives context: its pixels lack it themselves
+    fade = np.concatenate([np.zeros(half, np.float32), (np.arange(overlap * SCALE - half, dtype=np.float32) + 0.5) / (overlap * SCALE - half)])
     if start > 0 and overlap:
         weights[:len(fade)] = fade
     if stop < length and overlap:
@@ -284,11 +293,15 @@ def main(argv=None):
     try:
         check_args(args)
         files = input_files(args.inputs)
+        if args.export:
+            if os.path.isfile(os.path.join(args.checkpoint, "saved_model.pb")):
+                raise CLIError(f"{args.checkpoint} is already a SavedModel")
+            export(args.checkpoint, args.export)
+            print(f"exported the generator to {args.export}")
+        if not files:
+            return 0
         upscaler = Upscaler(args.checkpoint)
         try:
-            if args.export:
-                upscaler.export(args.export)
-                print(f"exported the generator to {args.export}")
             for path in files:
                 out = os.path.join(args.out_dir, os.path.splitext(os.path.basename(path))[0] + "_x4.png")
                 if os.path.exists(out) and not args.overwrite:
