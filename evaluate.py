@@ -125,9 +125,9 @@ def main(argv=None):
         table = markdown(results, f"x{SCALE} evaluation of {checkpoint}")
         print(table)
         os.makedirs(out_dir, exist_ok=True)
-        utils.write_atomic(os.path.join(out_dir, tag + ".md"), table)
-        utils.write_atomic(os.path.join(out_dir, tag + ".json"),
-                           json.dumps({"checkpoint": checkpoint, "sets": results, "paper": PAPER}, indent=2))
+        summary = json.dumps({"checkpoint": checkpoint, "sets": results, "paper": PAPER}, indent=2)
+        utils.write_atomic(os.path.join(out_dir, tag + ".md"), lambda f: f.write(table.encode()))
+        utils.write_atomic(os.path.join(out_dir, tag + ".json"), lambda f: f.write(summary.encode()))
         print(f"written to {os.path.join(out_dir, tag)}.md and .json")
     except (infer.CLIError, utils.DataError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,10 +10,11 @@ or BMP; grayscale stays grayscale, RGBA keeps its alpha (upscaled bicubically), 
 unless --overwrite.
 """
 import argparse
-import io
 import json
 import os
+import struct
 import sys
+import zlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
@@ -27,6 +28,7 @@ tf1 = tf.compat.v1
 SCALE = 4
 SERVE = [tf1.saved_model.tag_constants.SERVING]
 FLOAT_SIGNATURE, UINT8_SIGNATURE = "serving_default", "uint8"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class CLIError(Exception):
@@ -212,11 +214,11 @@ def ramp(start, stop, length, overlap):
 def png_bit_depth(path):
     with open(path, "rb") as f:
         head = f.read(25)
-    return head[24] if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 25 else 8
+    return head[24] if head[:8] == PNG_SIGNATURE and len(head) == 25 else 8
 
 
 def in_session(op, value):
-    """Run one TF op on a numpy value in a throwaway graph (for 16-bit PNG, which PIL cannot read or write in colour)."""
+    """Run one TF op on a numpy value in a throwaway graph (to read 16-bit colour PNGs, which PIL cannot)."""
     with tf.Graph().as_default():
         feed = tf1.placeholder(tf.as_dtype(np.asarray(value).dtype))
         with tf1.Session() as sess:
@@ -239,15 +241,35 @@ def read_image(path):
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
-def write_png(path, pixels):
-    """Write [h, w, c] uint8/uint16 as PNG through a temporary file renamed at the end: never half-written."""
-    if pixels.dtype == np.uint16:
-        data = in_session(tf.io.encode_png, pixels)
-    else:
-        buffer = io.BytesIO()
-        Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(buffer, format="PNG")
-        data = buffer.getbuffer()
-    utils.write_atomic(path, data)
+def write_png(path, pixels, rows_per_chunk=256):
+    """Write [h, w, c] uint8/uint16 (c = 1..4) as PNG through a temporary file renamed at the end.
+
+    Encoded here, a few rows at a time with PNG's Sub filter, so a huge output is never copied
+    whole (PIL would hold a second, 4-byte-per-pixel copy) and 16-bit colour works.
+    """
+    h, w, c = pixels.shape
+    depth = pixels.dtype.itemsize * 8
+    pixel_bytes = c * pixels.dtype.itemsize
+
+    def chunk(f, kind, data):
+        f.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+
+    def write(f):
+        f.write(PNG_SIGNATURE)
+        chunk(f, b"IHDR", struct.pack(">IIBBBBB", w, h, depth, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0))
+        compressor = zlib.compressobj(6)
+        for top in range(0, h, rows_per_chunk):
+            rows = pixels[top:top + rows_per_chunk]
+            raw = rows.astype(rows.dtype.newbyteorder(">")).reshape(len(rows), -1).view(np.uint8)
+            filtered = np.empty((len(rows), raw.shape[1] + 1), np.uint8)
+            filtered[:, 0] = 1  # Sub: each byte minus the same byte of the pixel to its left
+            filtered[:, 1:pixel_bytes + 1] = raw[:, :pixel_bytes]
+            filtered[:, pixel_bytes + 1:] = raw[:, pixel_bytes:] - raw[:, :-pixel_bytes]
+            chunk(f, b"IDAT", compressor.compress(filtered.tobytes()))
+        chunk(f, b"IDAT", compressor.flush())
+        chunk(f, b"IEND", b"")
+
+    utils.write_atomic(path, write)
 
 
 def input_files(inputs):

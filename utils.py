@@ -320,14 +320,14 @@ def bicubic_pair(hr, scale=4):
     return hr, imresize(hr, 1 / scale)
 
 
-def write_atomic(path, data):
-    """Write str or bytes to `path` through a temporary file in the same folder, renamed at the end."""
+def write_atomic(path, write):
+    """Create `path` by calling write(binary file) on a temporary file in the same folder, renamed at the end."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            write(f)
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
         os.replace(tmp, path)
     except BaseException:
@@ -407,7 +407,7 @@ def plot_training(run_dir):
         fig.savefig(buffer, format="png")
         plt.close(fig)
         paths.append(os.path.join(run_dir, "plots", name + ".png"))
-        write_atomic(paths[-1], buffer.getvalue())
+        write_atomic(paths[-1], lambda f: f.write(buffer.getvalue()))
     return paths
 
 
