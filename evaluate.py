@@ -9,6 +9,7 @@ difference of ImageNet VGG16 conv5_3 features of SR and HR (x 1/12.75, the conte
 lower is better). The table goes to stdout and to eval-<step>.json / .md in the run directory.
 --save-images writes each SR image and an LR | bicubic | SR | HR strip with zoomed crops there too.
 """
+import argparse
 import json
 import os
 import sys
@@ -66,9 +67,10 @@ def set_name(folder):
 
 
 def evaluate_set(upscaler, vgg, folder, image_dir=None):
-    """{"bicubic"|"model": {"psnr", "ssim", "vgg"}} averaged over the images of `folder`."""
+    """{"bicubic"|"model": {"psnr", "ssim", "vgg"}, "images": count}, scores averaged over the images of `folder`."""
     scores = {column: [] for column in COLUMNS}
-    for path in utils.list_images("folder", folder):
+    paths = utils.list_images("folder", folder)
+    for path in paths:
         hr, lr = utils.bicubic_pair(utils.load_image(path), SCALE)
         bicubic = utils.imresize(lr, SCALE)
         sr = upscaler.upscale(lr)
@@ -78,8 +80,8 @@ def evaluate_set(upscaler, vgg, folder, image_dir=None):
             stem = os.path.splitext(os.path.basename(path))[0]
             infer.write_png(os.path.join(image_dir, f"{stem}_sr.png"), sr)
             utils.save_comparison(os.path.join(image_dir, f"{stem}_strip.png"), lr, bicubic, sr, hr)
-    return {column: dict(zip(("psnr", "ssim", "vgg"), np.mean(values, axis=0).tolist()))
-            for column, values in scores.items()}
+    means = {column: dict(zip(("psnr", "ssim", "vgg"), np.mean(values, axis=0).tolist())) for column, values in scores.items()}
+    return dict(means, images=len(paths))
 
 
 def markdown(results, title):
@@ -95,7 +97,7 @@ def markdown(results, title):
 
 
 def build_parser():
-    p = infer.Parser(description=__doc__, formatter_class=infer.argparse.RawDescriptionHelpFormatter)
+    p = infer.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run directory, checkpoint prefix, or exported SavedModel")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="test sets: folders of HR images")
     p.add_argument("--save-images", action="store_true", help="keep the SR images and comparison strips")
@@ -120,8 +122,7 @@ def main(argv=None):
         for folder in args.data:
             name = set_name(folder)
             image_dir = os.path.join(out_dir, tag, name) if args.save_images else None
-            results[name] = dict(evaluate_set(upscaler, vgg, folder, image_dir),
-                                 images=len(utils.list_images("folder", folder)))
+            results[name] = evaluate_set(upscaler, vgg, folder, image_dir)
         table = markdown(results, f"x{SCALE} evaluation of {checkpoint}")
         print(table)
         os.makedirs(out_dir, exist_ok=True)

@@ -304,8 +304,8 @@ def check_args(args):
         raise CLIError("nothing to do: give INPUT images with -o OUTDIR, or --export DIR")
     if args.inputs and not args.out_dir:
         raise CLIError("say where the outputs go with -o OUTDIR")
-    if args.tile and not 0 <= 2 * args.overlap < args.tile:
-        raise CLIError(f"--overlap must be at least 0 and less than half of --tile ({args.tile})")
+    if args.tile < 0 or (args.tile and not 0 <= 2 * args.overlap < args.tile):
+        raise CLIError("--tile must be 0 (no tiling) or more than twice --overlap, which must not be negative")
 
 
 def main(argv=None):
