@@ -250,7 +250,7 @@ class Trainer:
         if problems != before:
             tqdm.write(f"warning: at step {step} the GAN looks unhealthy: {'; '.join(problems)}" if problems
                        else f"at step {step} the GAN looks healthy again")
-        if self.due(step, "summary_every") or problems:
+        if self.due(step - 1, "summary_every") or problems != before:  # at the same steps as the other scalars
             value = tf1.Summary.Value(tag="health/gan_ok", simple_value=float(not problems))
             self.writer.add_summary(tf1.Summary(value=[value]), step)
 

@@ -57,11 +57,13 @@ def test_gan_health_is_quiet_on_a_balanced_game():
 
 def test_gan_health_names_a_winning_discriminator_and_an_exploding_loss():
     health = utils.GANHealth(window=20)
+    collapsed = {"D_x": 1.0, "D_G_z": 1e-9, "adv_loss": 20.0, "d_loss": 0.0}
     for i in range(19):
-        assert health.update({"D_x": 1.0, "D_G_z": 1e-9, "adv_loss": 20.0, "d_loss": 0.0}) == []
-    problems = health.update({"D_x": 1.0, "D_G_z": 1e-9, "adv_loss": 20.0, "d_loss": 0.0})
+        assert health.update(collapsed) == []
+    problems = health.update(healthy_step(0))  # one spike in 20 iterations does not hide the collapse
     assert len(problems) == 3 and "D(G(z))" in problems[0] and "D(x)" in problems[1] and "adversarial" in problems[2]
-    assert health.update(healthy_step(0)) == []  # one healthy step breaks the streak
+    assert health.update(healthy_step(1))  # 18 of 20 collapsed: still most
+    assert health.update(healthy_step(2)) == []  # 17 of 20: no longer
 
 
 def test_gan_health_names_nan():
