@@ -8,7 +8,6 @@ The same `_prepare` makes the training pairs (random crop and flip) and the eval
 import collections
 import glob
 import importlib.util
-import io
 import math
 import os
 import re
@@ -17,8 +16,10 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+import scipy.sparse
 import tensorflow as tf
 from PIL import Image
+from scipy.signal import correlate2d
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 HR_PREPS = ("crop", "resize")
@@ -241,7 +242,6 @@ def _cubic(x):
 
 def _resize_matrix(in_len, scale):
     """Sparse [out_len, in_len] matrix doing MATLAB's imresize along one axis (scale < 1 antialiases)."""
-    import scipy.sparse
     out_len = int(np.ceil(in_len * scale))
     kernel_width = 4.0 / min(scale, 1.0)
     centres = np.arange(1, out_len + 1) / scale + 0.5 * (1 - 1 / scale)  # 1-based, as MATLAB
@@ -293,7 +293,6 @@ def psnr(a, b, peak=255.0):
 
 def ssim(a, b, peak=255.0):
     """Mean SSIM of two grayscale images (Wang et al. 2004's ssim_index.m: 11x11 Gaussian, sigma 1.5, valid)."""
-    from scipy.signal import correlate2d
     g = np.exp(-(np.arange(11) - 5) ** 2 / (2 * 1.5 ** 2))
     window = np.outer(g, g) / np.outer(g, g).sum()
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -349,7 +348,7 @@ def save_comparison(path, lr, bicubic, sr, hr, zoom=3):
 
 CURVES = {  # tag under summaries/: title (the report's figures 6 to 10, then D's outputs)
     "g_loss": "generator loss", "d_loss": "discriminator loss", "adv_loss": "adversarial loss",
-    "content_loss": "content loss (VGG)", "mse_loss": "MSE loss",
+    "content_loss": "content loss", "mse_loss": "MSE loss",
 }
 
 
@@ -403,11 +402,9 @@ def plot_training(run_dir):
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        plt.close(fig)
         paths.append(os.path.join(run_dir, "plots", name + ".png"))
-        write_atomic(paths[-1], lambda f: f.write(buffer.getvalue()))
+        write_atomic(paths[-1], lambda f: fig.savefig(f, format="png"))
+        plt.close(fig)
     return paths
 
 
