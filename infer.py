@@ -178,7 +178,9 @@ class Upscaler:
         for band in self.bands(color.astype(np.float32) * (2 / peak) - 1, tile, overlap):
             if pixels.shape[2] < 3:
                 band = band.mean(axis=2, keepdims=True)  # grayscale in, grayscale out
-            out[top:top + len(band), :, :band.shape[2]] = np.clip(np.round((band + 1) * (peak / 2)), 0, peak)
+            band += 1  # in place from here on: a band of a large image is hundreds of MB
+            band *= peak / 2
+            out[top:top + len(band), :, :band.shape[2]] = np.clip(np.round(band, out=band), 0, peak, out=band)
             top += len(band)
         if pixels.shape[2] in (2, 4):  # alpha: MATLAB bicubic, not the network
             alpha = utils.imresize(pixels[:, :, -1].astype(np.float32), SCALE)
