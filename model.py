@@ -103,6 +103,14 @@ class SRGAN:
             self.lr_input = tf1.placeholder(tf.float32, [None, None, None, 3], name="lr_input")
             self.sr_output = tf.identity(self.Generator(self.lr_input, training=False, reuse=True), name="sr_output")
 
+    @classmethod
+    def inference_generator(cls, lr_input, blocks=16):
+        """The generator alone, batch norm on its moving averages: what evaluation, inference and export
+        need, without the discriminator, VGG16 or optimizers. Same variable names as the full graph."""
+        model = cls.__new__(cls)  # skips __init__, which builds the whole training graph
+        model.blocks = blocks
+        return model.Generator(lr_input, training=False)
+
     def Generator(self, x, training, reuse=False):
         """SRResNet: k9n64s1 PReLU; B residual blocks (k3n64s1 BN PReLU k3n64s1 BN, + skip);
         k3n64s1 BN + long skip; 2 x (k3n256s1, sub-pixel x2, PReLU); k9n3s1; tanh."""

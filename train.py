@@ -108,6 +108,7 @@ def build_parser():
     p.add_argument("--max-pixels", type=int, help=f"skip images with more pixels (default {utils.MAX_PIXELS:,})")
     p.add_argument("--max-bad-fraction", type=float,
                    help="stop before training if more of a sample of the files are unreadable (default 0.05)")
+    p.add_argument("--plot", metavar="RUN_DIR", help="only (re)draw the loss plots of RUN_DIR into RUN_DIR/plots")
     return p
 
 
@@ -321,6 +322,7 @@ class Trainer:
         step = self.step()
         bar = tqdm(total=end - start, initial=min(max(step - start, 0), end - start), desc=PHASES[phase],
                    unit="it", dynamic_ncols=True, file=sys.stdout)
+        health = utils.GANHealth() if PHASES[phase] == "gan" else None
         while step < end:
             if self.stop_signal:
                 raise Interrupted(self.stop_signal, self.save())
@@ -328,6 +330,8 @@ class Trainer:
             step += 1
             for summary in summaries:
                 self.writer.add_summary(summary, step)
+            if health:
+                self.report_health(health, losses, step)
             bad = [k for k, v in losses.items() if not math.isfinite(v)]
             if bad:
                 raise self.diverged(f"{bad[0]} became {losses[bad[0]]} at step {step}")
@@ -342,6 +346,18 @@ class Trainer:
         self.save()
         self.save_samples(PHASES[phase])
         self.writer.flush()
+        utils.plot_training(self.run_dir)
+
+    def report_health(self, health, losses, step):
+        """Log when the GAN starts or stops looking unhealthy; TensorBoard scalar health/gan_ok (1 healthy, 0 not)."""
+        before = health.problems
+        problems = health.update(losses)
+        if problems != before:
+            tqdm.write(f"warning: at step {step} the GAN looks unhealthy: {'; '.join(problems)}" if problems
+                       else f"at step {step} the GAN looks healthy again")
+        if self.due(step - 1, "summary_every") or problems != before:  # at the same steps as the other scalars
+            value = tf1.Summary.Value(tag="health/gan_ok", simple_value=float(not problems))
+            self.writer.add_summary(tf1.Summary(value=[value]), step)
 
     def on_signal(self, signum, frame):
         """The first SIGINT/SIGTERM stops training before the next step, with a checkpoint; a second quits."""
@@ -370,9 +386,22 @@ class Trainer:
         self.sess.close()
 
 
+def plot_run(run_dir):
+    """python train.py --plot RUN_DIR: redraw the loss plots from the run's TensorBoard files."""
+    paths = utils.plot_training(run_dir) if os.path.isdir(run_dir) else []
+    if not paths:
+        print(f"error: no TensorBoard scalars to plot in {run_dir}", file=sys.stderr)
+        return 1
+    print(f"plots written: {', '.join(paths)}")
+    return 0
+
+
 def main(argv=None):
     tf1.disable_eager_execution()  # a TF1 program: graphs and sessions only
     tf.get_logger().setLevel("ERROR")
+    plot = getattr(build_parser().parse_args(argv), "plot", None)
+    if plot:
+        return plot_run(plot)
     try:
         cfg, run_dir, resume = make_config(argv)
         print(json.dumps(cfg, indent=2))

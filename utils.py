@@ -6,10 +6,13 @@ The same `_prepare` makes the training pairs (random crop and flip) and the eval
 """
 
 import argparse
+import collections
 import contextlib
 import glob
 import importlib.util
+import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -18,8 +21,10 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+import scipy.sparse
 import tensorflow as tf
 from PIL import Image
+from scipy.signal import correlate2d
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 PIL_FORMATS = ("JPEG", "PNG", "BMP")  # the only parsers PIL may try: never EPS (ghostscript) on a renamed file
@@ -320,3 +325,210 @@ def save_grid(path, rows):
 def upscale_bicubic(lr, scale=4):
     """tf op: LR batch [b, h, w, 3] -> bicubic [b, h*scale, w*scale, 3] clipped to [-1, 1] (baseline for summaries)."""
     return tf.clip_by_value(tf.image.resize(lr, tf.shape(lr)[1:3] * scale, method="bicubic"), -1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- benchmark metrics
+# The protocol of the SR papers' tables (SRCNN's MATLAB code, used by the SRGAN paper): HR cropped to
+# a multiple of the scale, LR made by MATLAB's imresize, PSNR/SSIM on the BT.601 luma with `scale`
+# pixels shaved from each border.
+
+def _cubic(x):
+    """Keys' cubic convolution kernel with a = -0.5, MATLAB's "bicubic"."""
+    x = np.abs(x)
+    return np.where(x <= 1, (1.5 * x - 2.5) * x * x + 1, np.where(x <= 2, ((-0.5 * x + 2.5) * x - 4) * x + 2, 0.0))
+
+
+def _resize_matrix(in_len, scale):
+    """Sparse [out_len, in_len] matrix doing MATLAB's imresize along one axis (scale < 1 antialiases)."""
+    out_len = int(np.ceil(in_len * scale))
+    kernel_width = 4.0 / min(scale, 1.0)
+    centres = np.arange(1, out_len + 1) / scale + 0.5 * (1 - 1 / scale)  # 1-based, as MATLAB
+    taps = np.floor(centres - kernel_width / 2)[:, None] + np.arange(int(np.ceil(kernel_width)) + 2)
+    stretch = min(scale, 1.0)
+    weights = stretch * _cubic(stretch * (centres[:, None] - taps))
+    weights /= weights.sum(axis=1, keepdims=True)
+    mirror = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])  # symmetric border padding
+    columns = mirror[np.mod(taps.astype(np.int64) - 1, 2 * in_len)]
+    rows = np.repeat(np.arange(out_len), taps.shape[1])
+    return scipy.sparse.csr_matrix((weights.ravel(), (rows, columns.ravel())), shape=(out_len, in_len))
+
+
+def imresize(image, scale):
+    """MATLAB's imresize(image, scale) with its default bicubic: [h, w] or [h, w, c] -> ceil(h * scale) x ceil(w * scale).
+
+    Rows first, then columns, as MATLAB does for equal scales. A uint8 image is rounded to uint8 after
+    each pass, as MATLAB's imresizemex does; anything else comes back as float64.
+    """
+    image = np.asarray(image)
+    out = image
+    for axis in (0, 1):
+        matrix = _resize_matrix(image.shape[axis], scale)
+        moved = np.moveaxis(out, axis, 0)
+        flat = matrix @ moved.reshape(moved.shape[0], -1).astype(np.float64)
+        out = np.moveaxis(flat.reshape((matrix.shape[0],) + moved.shape[1:]), 0, axis)
+        if image.dtype == np.uint8:
+            out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return out
+
+
+def modcrop(image, scale):
+    """Crop the bottom and right so both sides are multiples of `scale`."""
+    h, w = image.shape[:2]
+    return image[:h - h % scale, :w - w % scale]
+
+
+def rgb_to_y(image):
+    """ITU-R BT.601 luma in [16, 235] as float64 from RGB 0..255 (MATLAB's rgb2ycbcr, unrounded)."""
+    rgb = np.asarray(image, np.float64)
+    return 16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255
+
+
+def psnr(a, b, peak=255.0):
+    """PSNR in dB of two same-shape arrays on a 0..peak scale; inf when identical."""
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
+
+
+def ssim(a, b, peak=255.0):
+    """Mean SSIM of two grayscale images (Wang et al. 2004's ssim_index.m: 11x11 Gaussian, sigma 1.5, valid)."""
+    g = np.exp(-(np.arange(11) - 5) ** 2 / (2 * 1.5 ** 2))
+    window = np.outer(g, g) / np.outer(g, g).sum()
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+
+    def blur(x):
+        return correlate2d(x, window, mode="valid")
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
+    ssim_map = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(ssim_map.mean())
+
+
+def sr_metrics(sr, hr, scale=4):
+    """(PSNR, SSIM) of uint8 RGB images on the Y channel with `scale` pixels shaved from each border."""
+    sr_y, hr_y = (rgb_to_y(x)[scale:-scale, scale:-scale] for x in (sr, hr))
+    return psnr(sr_y, hr_y), ssim(sr_y, hr_y)
+
+
+def bicubic_pair(hr, scale=4):
+    """(HR cropped to a multiple of scale, its MATLAB-bicubic LR) as uint8: the benchmarks' test pairs."""
+    hr = modcrop(hr, scale)
+    return hr, imresize(hr, 1 / scale)
+
+
+def write_atomic(path, write):
+    """Create `path` by calling write(binary file) on a temporary file in the same folder, renamed at the end."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_comparison(path, lr, bicubic, sr, hr, zoom=3):
+    """PNG of uint8 RGB images: LR (pixels enlarged) | bicubic | SR | HR, and below, their central third zoomed `zoom` x."""
+    scale = hr.shape[0] // lr.shape[0]
+    images = [np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1), bicubic, sr, hr]
+    h, w = hr.shape[:2]
+    top, left = (h - h // zoom) // 2, (w - w // zoom) // 2
+    crops = [np.repeat(np.repeat(x[top:top + h // zoom, left:left + w // zoom], zoom, 0), zoom, 1) for x in images]
+    save_grid(path, [[x / 127.5 - 1 for x in images], [x / 127.5 - 1 for x in crops]])
+
+
+# ----------------------------------------------------------------------------- training curves and GAN health
+
+CURVES = {  # tag under summaries/: title (the report's figures 6 to 10, then D's outputs)
+    "g_loss": "generator loss", "d_loss": "discriminator loss", "adv_loss": "adversarial loss",
+    "content_loss": "content loss", "mse_loss": "MSE loss",
+}
+
+
+def read_scalars(run_dir):
+    """{tag: (steps, values)} of the summaries/* scalars in a run's TensorBoard files.
+
+    A numbered duplicate (summaries/mse_loss_1, made by a second scalar of the same name in the
+    graph) is merged into its base tag.
+    """
+    series = {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag.startswith("summaries/") and value.HasField("simple_value"):
+                    tag = re.sub(r"_\d+$", "", value.tag[len("summaries/"):])
+                    series.setdefault(tag, {})[event.step] = value.simple_value
+    return {tag: (np.array(sorted(points)), np.array([points[s] for s in sorted(points)])) for tag, points in series.items()}
+
+
+def smooth(values, weight=0.9):
+    """TensorBoard's smoothing: a debiased exponential moving average."""
+    out, average = np.empty(len(values)), 0.0
+    for i, value in enumerate(values):
+        average = weight * average + (1 - weight) * value
+        out[i] = average / (1 - weight ** (i + 1))
+    return out
+
+
+def plot_training(run_dir):
+    """Write run_dir/plots/<tag>.png for each loss and D_outputs.png (mean D(x), D(G(z))); returns their paths.
+
+    Each curve is drawn smoothed, with the raw values faint behind it.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scalars = read_scalars(run_dir)
+    figures = [(tag, title, [tag]) for tag, title in CURVES.items() if tag in scalars]
+    if "D_x" in scalars:
+        figures.append(("D_outputs", "mean discriminator output", ["D_x", "D_G_z"]))
+    paths = []
+    for name, title, tags in figures:
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        for tag, color in zip(tags, ("C0", "C3")):
+            steps, values = scalars[tag]
+            label = {"D_x": "D(x)", "D_G_z": "D(G(z))"}.get(tag, tag)
+            ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(steps, smooth(values), color=color, linewidth=1.5, label=label)
+        ax.set(title=title, xlabel="iteration")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        paths.append(os.path.join(run_dir, "plots", name + ".png"))
+        write_atomic(paths[-1], lambda f: fig.savefig(f, format="png"))
+        plt.close(fig)
+    return paths
+
+
+class GANHealth:
+    """Looks at the values each GAN iteration already fetches and names what looks unhealthy."""
+
+    def __init__(self, window=50):
+        self.recent = collections.deque(maxlen=window)
+        self.problems = []
+
+    def update(self, losses):
+        """Add one iteration's {"D_x", "D_G_z", "adv_loss", ...}; returns (and keeps) the problems seen, [] when healthy."""
+        self.recent.append(losses)
+        problems = [f"{tag} is {value}" for tag, value in losses.items() if not math.isfinite(value)]
+        if len(self.recent) == self.recent.maxlen:
+            n = len(self.recent)
+
+            def mostly(test):  # 90%: a GAN that collapsed still has the odd spike
+                return sum(map(test, self.recent)) >= 0.9 * n
+
+            if mostly(lambda step: step["D_G_z"] < 0.01):
+                problems.append(f"D(G(z)) below 0.01 in most of the last {n} iterations: the discriminator wins, "
+                                "the generator gets little adversarial signal")
+            if mostly(lambda step: step["D_x"] > 0.99):
+                problems.append(f"D(x) above 0.99 in most of the last {n} iterations")
+            if mostly(lambda step: step["adv_loss"] > 10):
+                problems.append(f"adversarial loss above 10 in most of the last {n} iterations (exploding)")
+        self.problems = problems
+        return problems

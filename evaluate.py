@@ -1,0 +1,140 @@
+"""Evaluate a generator the way the SR papers' tables do, beside bicubic and the SRGAN paper's numbers.
+
+    python evaluate.py --checkpoint runs/NAME --data ../shared/data/Set5/HR ../shared/data/Set14/HR
+
+Per test set: PSNR (dB) and SSIM on the luma (ITU-R BT.601) with 4 pixels shaved from each border,
+LR made with MATLAB's bicubic imresize from HR cropped to a multiple of 4 (see utils.py), averaged
+per image; and, since the paper's MOS cannot be repeated, a perceptual distance: the mean squared
+difference of ImageNet VGG16 conv5_3 features of SR and HR (x 1/12.75, the content loss's scale;
+lower is better). The table goes to stdout and to eval-<step>.json / .md in the run directory.
+--save-images writes each SR image and an LR | bicubic | SR | HR strip with zoomed crops there too.
+"""
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
+
+import infer
+import utils
+import vgg16
+from model import VGG_RESCALE
+
+tf1 = tf.compat.v1
+SCALE = 4
+
+# SRGAN paper (Ledig et al. 2017), Table 2: x4 PSNR / SSIM.
+PAPER = {
+    "Set5": {"bicubic": (28.43, 0.8211), "SRResNet": (32.05, 0.9019), "SRGAN": (29.40, 0.8472)},
+    "Set14": {"bicubic": (25.99, 0.7486), "SRResNet": (28.49, 0.8184), "SRGAN": (26.02, 0.7397)},
+    "BSD100": {"bicubic": (25.94, 0.6935), "SRResNet": (27.58, 0.7620), "SRGAN": (25.16, 0.6688)},
+}
+COLUMNS = ("bicubic", "model")
+
+
+class VGGDistance:
+    """Mean squared difference of VGG16 conv5_3 features (x 1/12.75) of two uint8 RGB images."""
+
+    def __init__(self, weights_path=None):
+        try:
+            weights = vgg16.resolve_weights(weights_path)
+        except vgg16.WeightsError as e:
+            raise infer.CLIError(str(e)) from None
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.a = tf1.placeholder(tf.float32, [None, None, 3])
+            self.b = tf1.placeholder(tf.float32, [None, None, 3])
+            vgg = vgg16.VGG16()
+            features = vgg(tf.stack([self.a, self.b]) / 127.5 - 1, "conv5_3") * VGG_RESCALE
+            self.distance = tf.reduce_mean(tf.square(features[0] - features[1]))
+            self.sess = tf1.Session(graph=self.graph)
+            self.sess.run(tf1.global_variables_initializer())
+            vgg.load(self.sess, weights)
+        self.graph.finalize()
+
+    def __call__(self, a, b):
+        return float(self.sess.run(self.distance, {self.a: a, self.b: b}))
+
+
+def set_name(folder):
+    """Set5 for .../Set5/HR, Set5 for .../Set5."""
+    folder = os.path.normpath(folder)
+    name = os.path.basename(folder)
+    return os.path.basename(os.path.dirname(folder)) if name.upper() == "HR" else name
+
+
+def evaluate_set(upscaler, vgg, folder, image_dir=None):
+    """{"bicubic"|"model": {"psnr", "ssim", "vgg"}, "images": count}, scores averaged over the images of `folder`."""
+    scores = {column: [] for column in COLUMNS}
+    paths = utils.list_images("folder", folder)
+    for path in paths:
+        hr, lr = utils.bicubic_pair(utils.load_image(path), SCALE)
+        bicubic = utils.imresize(lr, SCALE)
+        sr = upscaler.upscale(lr)
+        for column, image in zip(COLUMNS, (bicubic, sr)):
+            scores[column].append((*utils.sr_metrics(image, hr, SCALE), vgg(image, hr)))
+        if image_dir:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            infer.write_png(os.path.join(image_dir, f"{stem}_sr.png"), sr)
+            utils.save_comparison(os.path.join(image_dir, f"{stem}_strip.png"), lr, bicubic, sr, hr)
+    means = {column: dict(zip(("psnr", "ssim", "vgg"), np.mean(values, axis=0).tolist())) for column, values in scores.items()}
+    return dict(means, images=len(paths))
+
+
+def markdown(results, title):
+    """The results as a Markdown table, with the paper's numbers for the sets it reports."""
+    lines = [f"# {title}", "",
+             "| set | images | bicubic PSNR / SSIM / VGG | model PSNR / SSIM / VGG | paper bicubic | paper SRResNet | paper SRGAN |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results.items():
+        ours = [f"{r[c]['psnr']:.2f} / {r[c]['ssim']:.4f} / {r[c]['vgg']:.4f}" for c in COLUMNS]
+        paper = [f"{p:.2f} / {s:.4f}" for p, s in PAPER.get(name, {}).values()] or ["-"] * 3
+        lines.append(f"| {name} | {r['images']} | {' | '.join(ours)} | {' | '.join(paper)} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser():
+    p = infer.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="run directory, checkpoint prefix, or exported SavedModel")
+    p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="test sets: folders of HR images")
+    p.add_argument("--save-images", action="store_true", help="keep the SR images and comparison strips")
+    p.add_argument("--vgg-weights", help="VGG16 weights for the perceptual distance (default: weights/)")
+    p.add_argument("--out-dir", help="where results go (default: the run directory)")
+    return p
+
+
+def main(argv=None):
+    tf1.disable_eager_execution()
+    tf.get_logger().setLevel("ERROR")
+    args = build_parser().parse_args(argv)
+    try:
+        for folder in args.data:
+            utils.list_images("folder", folder)  # fail on a bad folder before the slow part
+        upscaler = infer.Upscaler(args.checkpoint)
+        vgg = VGGDistance(args.vgg_weights)
+        checkpoint = upscaler.checkpoint.rstrip("/")
+        out_dir = args.out_dir or (checkpoint if upscaler.saved_model else os.path.dirname(checkpoint))
+        tag = f"eval-{os.path.basename(checkpoint).replace('model.ckpt-', '')}"
+        results = {}
+        for folder in args.data:
+            name = set_name(folder)
+            image_dir = os.path.join(out_dir, tag, name) if args.save_images else None
+            results[name] = evaluate_set(upscaler, vgg, folder, image_dir)
+        table = markdown(results, f"x{SCALE} evaluation of {checkpoint}")
+        print(table)
+        os.makedirs(out_dir, exist_ok=True)
+        summary = json.dumps({"checkpoint": checkpoint, "sets": results, "paper": PAPER}, indent=2)
+        utils.write_atomic(os.path.join(out_dir, tag + ".md"), lambda f: f.write(table.encode()))
+        utils.write_atomic(os.path.join(out_dir, tag + ".json"), lambda f: f.write(summary.encode()))
+        print(f"written to {os.path.join(out_dir, tag)}.md and .json")
+    except (infer.CLIError, utils.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""Super-resolve images x4 with a trained generator, or export it as a SavedModel.
+
+    python infer.py --checkpoint runs/NAME photo.jpg folder/ -o out/    # writes out/photo_x4.png, ...
+    python infer.py --checkpoint runs/NAME --export srgan_savedmodel    # the generator alone
+    python infer.py --checkpoint srgan_savedmodel photo.jpg -o out/     # the same from the export
+
+Any size (large images go through in overlapping tiles, blended, so memory stays bounded), JPEG, PNG
+or BMP; grayscale stays grayscale, RGBA keeps its alpha (upscaled bicubically), 16-bit PNGs give
+16-bit PNGs. Outputs are PNGs, written to a temporary file then renamed, never over an existing file
+unless --overwrite.
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+import zlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+import utils
+from model import SRGAN
+
+tf1 = tf.compat.v1
+SCALE = 4
+SERVE = [tf1.saved_model.tag_constants.SERVING]
+FLOAT_SIGNATURE, UINT8_SIGNATURE = "serving_default", "uint8"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class CLIError(Exception):
+    """A problem with the user's input; str(e) is one line saying what is wrong."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one `error:` line too."""
+
+    def error(self, message):
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+# ----------------------------------------------------------------------------- the generator
+
+def run_config(path):
+    """(newest checkpoint, the run's config.json) of a run directory or a checkpoint prefix, else CLIError."""
+    if os.path.isdir(path):
+        run_dir, checkpoint = path, tf1.train.latest_checkpoint(path)
+        if checkpoint is None:
+            raise CLIError(f"{path} holds no checkpoint (model.ckpt-*); train first with train.py or pass a SavedModel")
+    elif os.path.exists(path + ".index"):
+        run_dir, checkpoint = os.path.dirname(path) or ".", path
+    else:
+        raise CLIError(f"no such run directory, checkpoint or SavedModel: {path}")
+    config = os.path.join(run_dir, "config.json")
+    try:
+        with open(config) as f:
+            return checkpoint, json.load(f)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"cannot read {config}, which says how to rebuild the generator: {e}") from None
+
+
+def check_architecture(checkpoint, variables, blocks):
+    """CLIError unless the checkpoint holds exactly these generator variables (e.g. not other --blocks)."""
+    try:
+        stored = dict(tf.train.list_variables(checkpoint))
+    except (tf.errors.OpError, ValueError) as e:
+        raise CLIError(f"cannot read checkpoint {checkpoint}: {str(e).splitlines()[0]}") from None
+    stored_blocks = len({name.split("/")[1] for name in stored if name.startswith("generator/res")})
+    if stored_blocks != blocks:
+        raise CLIError(f"{checkpoint} has a generator with {stored_blocks} residual blocks, its config.json says {blocks}")
+    for v in variables:
+        if stored.get(v.op.name) != v.shape.as_list():
+            raise CLIError(f"{checkpoint} does not hold the generator variable {v.op.name} {v.shape.as_list()}")
+
+
+def build_generator(blocks):
+    """Into the default graph: float [-1, 1] and uint8 inputs [None, None, None, 3], their outputs, one generator."""
+    lr_float = tf1.placeholder(tf.float32, [None, None, None, 3], name="lr_input")
+    sr_float = tf.identity(SRGAN.inference_generator(lr_float, blocks), name="sr_output")
+    lr_uint8 = tf1.placeholder(tf.uint8, [None, None, None, 3], name="lr_uint8")
+    with tf1.variable_scope(tf1.get_variable_scope(), reuse=True):
+        sr = SRGAN.inference_generator(tf.cast(lr_uint8, tf.float32) / 127.5 - 1, blocks)
+    sr_uint8 = tf.cast(tf.round(tf.clip_by_value((sr + 1) * 127.5, 0, 255)), tf.uint8, name="sr_uint8")
+    return {FLOAT_SIGNATURE: (lr_float, sr_float), UINT8_SIGNATURE: (lr_uint8, sr_uint8)}
+
+
+def restore_generator(sess, path):
+    """Build the generator into sess.graph from a run's config.json and restore it; returns (checkpoint, signatures)."""
+    checkpoint, config = run_config(path)
+    signatures = build_generator(config["blocks"])
+    variables = tf1.global_variables()
+    check_architecture(checkpoint, variables, config["blocks"])
+    try:
+        tf1.train.Saver(variables).restore(sess, checkpoint)
+    except tf.errors.OpError as e:
+        raise CLIError(f"cannot restore {checkpoint}: {e.message.splitlines()[0]}") from None
+    return checkpoint, signatures
+
+
+def export(path, out_dir):
+    """Write the generator of a run (or checkpoint) as a SavedModel with float and uint8 signatures, atomically."""
+    if os.path.exists(out_dir):
+        raise CLIError(f"{out_dir} already exists; choose another --export directory")
+    tmp = os.path.join(os.path.dirname(os.path.abspath(out_dir)), f".tmp-export-{os.getpid()}")
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        _, signatures = restore_generator(sess, path)
+        builder = tf1.saved_model.Builder(tmp)
+        builder.add_meta_graph_and_variables(
+            sess, SERVE, strip_default_attrs=True,
+            signature_def_map={name: tf1.saved_model.predict_signature_def({"lr": lr}, {"sr": sr})
+                               for name, (lr, sr) in signatures.items()})
+        builder.save()
+    os.replace(tmp, out_dir)
+
+
+class Upscaler:
+    """A session holding the generator, from a training run or checkpoint, or from an exported SavedModel."""
+
+    def __init__(self, path):
+        self.graph = tf.Graph()
+        self.sess = tf1.Session(graph=self.graph)
+        self.saved_model = os.path.isfile(os.path.join(path, "saved_model.pb"))
+        with self.graph.as_default():
+            if self.saved_model:
+                try:
+                    meta = tf1.saved_model.loader.load(self.sess, SERVE, path)
+                except (tf.errors.OpError, RuntimeError, OSError) as e:
+                    raise CLIError(f"cannot load the SavedModel {path}: {str(e).splitlines()[0]}") from None
+                signature = meta.signature_def[FLOAT_SIGNATURE]
+                self.lr_input = self.graph.get_tensor_by_name(signature.inputs["lr"].name)
+                self.sr_output = self.graph.get_tensor_by_name(signature.outputs["sr"].name)
+                self.checkpoint = path
+            else:
+                self.checkpoint, signatures = restore_generator(self.sess, path)
+                self.lr_input, self.sr_output = signatures[FLOAT_SIGNATURE]
+        self.graph.finalize()
+
+    def run(self, lr):
+        """SR [h*4, w*4, 3] of one LR image [h, w, 3] in [-1, 1] in a single pass."""
+        return self.sess.run(self.sr_output, {self.lr_input: lr[None]})[0]
+
+    def bands(self, lr, tile=256, overlap=32):
+        """Yield the SR of lr [h, w, 3] in [-1, 1] as bands of finished rows, top to bottom.
+
+        The generator runs on tile x tile LR crops overlapping by `overlap`; each crop's output fades
+        in and out linearly across the overlaps, so seams (where a crop lacked context) disappear and
+        memory is bounded by one row of tiles. tile=0 runs the whole image at once.
+        """
+        h, w, _ = lr.shape
+        tile = tile or max(h, w)
+        rows, cols = spans(h, tile, overlap), spans(w, tile, overlap)
+        total = np.zeros((0, w * SCALE, 3), np.float32)
+        weight = np.zeros((0, w * SCALE, 1), np.float32)
+        top = 0  # first SR row not yet yielded
+        for i, (y0, y1) in enumerate(rows):
+            grow = y1 * SCALE - top - len(total)
+            total = np.concatenate([total, np.zeros((grow, w * SCALE, 3), np.float32)])
+            weight = np.concatenate([weight, np.zeros((grow, w * SCALE, 1), np.float32)])
+            for x0, x1 in cols:
+                fade = np.outer(ramp(y0, y1, h, overlap), ramp(x0, x1, w, overlap))[:, :, None]
+                band = np.s_[y0 * SCALE - top:y1 * SCALE - top, x0 * SCALE:x1 * SCALE]
+                total[band] += fade * self.run(lr[y0:y1, x0:x1])
+                weight[band] += fade
+            done = rows[i + 1][0] * SCALE - top if i + 1 < len(rows) else len(total)
+            yield total[:done] / weight[:done]
+            total, weight, top = total[done:], weight[done:], top + done
+
+    def upscale(self, pixels, tile=256, overlap=32):
+        """x4 SR of an image as read_image gives it ([h, w, c] uint8 or uint16, c = 1..4), same dtype and channels."""
+        peak = np.iinfo(pixels.dtype).max
+        color = pixels[:, :, :3] if pixels.shape[2] >= 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
+        out = np.empty((pixels.shape[0] * SCALE, pixels.shape[1] * SCALE, pixels.shape[2]), pixels.dtype)
+        top = 0
+        for band in self.bands(color.astype(np.float32) * (2 / peak) - 1, tile, overlap):
+            if pixels.shape[2] < 3:
+                band = band.mean(axis=2, keepdims=True)  # grayscale in, grayscale out
+            band += 1  # in place from here on: a band of a large image is hundreds of MB
+            band *= peak / 2
+            out[top:top + len(band), :, :band.shape[2]] = np.clip(np.round(band, out=band), 0, peak, out=band)
+            top += len(band)
+        if pixels.shape[2] in (2, 4):  # alpha: MATLAB bicubic, not the network
+            alpha = utils.imresize(pixels[:, :, -1].astype(np.float32), SCALE)
+            out[:, :, -1] = np.clip(np.round(alpha), 0, peak)
+        return out
+
+    def close(self):
+        self.sess.close()
+
+
+def spans(length, tile, overlap):
+    """[(start, stop)] of tiles of size `tile` covering [0, length), neighbours overlapping by at least `overlap`."""
+    if length <= tile:
+        return [(0, length)]
+    starts = list(range(0, length - tile, tile - overlap)) + [length - tile]
+    return [(start, start + tile) for start in starts]
+
+
+def ramp(start, stop, length, overlap):
+    """SR-resolution blending weights of one tile along one axis: linear fades over the overlaps inside the image."""
+    weights = np.ones((stop - start) * SCALE, np.float32)
+    half = overlap * SCALE // 2  # the outer half only gives context: its pixels lack it themselves
+    fade = np.concatenate([np.zeros(half, np.float32), (np.arange(overlap * SCALE - half, dtype=np.float32) + 0.5) / (overlap * SCALE - half)])
+    if start > 0 and overlap:
+        weights[:len(fade)] = fade
+    if stop < length and overlap:
+        weights[len(weights) - len(fade):] = fade[::-1]
+    return weights
+
+
+# ----------------------------------------------------------------------------- files
+
+def png_bit_depth(path):
+    with open(path, "rb") as f:
+        head = f.read(25)
+    return head[24] if head[:8] == PNG_SIGNATURE and len(head) == 25 else 8
+
+
+def in_session(op, value):
+    """Run one TF op on a numpy value in a throwaway graph (to read 16-bit colour PNGs, which PIL cannot)."""
+    with tf.Graph().as_default():
+        feed = tf1.placeholder(tf.as_dtype(np.asarray(value).dtype))
+        with tf1.Session() as sess:
+            return sess.run(op(feed), {feed: value})
+
+
+def read_image(path):
+    """[h, w, c] uint8, or uint16 for 16-bit PNGs; c is 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)."""
+    try:
+        if png_bit_depth(path) == 16:
+            with open(path, "rb") as f:
+                return in_session(lambda data: tf.io.decode_png(data, dtype=tf.uint16), f.read())
+        with Image.open(path) as image:
+            if image.mode not in ("L", "LA", "RGB", "RGBA"):
+                transparent = "A" in image.mode or "transparency" in image.info
+                image = image.convert("RGBA" if transparent else "RGB")
+            pixels = np.asarray(image)
+    except (OSError, SyntaxError, ValueError, tf.errors.OpError) as e:
+        raise CLIError(f"cannot read image {path}: {str(e).splitlines()[0]}") from None
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def write_png(path, pixels, rows_per_chunk=256):
+    """Write [h, w, c] uint8/uint16 (c = 1..4) as PNG through a temporary file renamed at the end.
+
+    Encoded here, a few rows at a time with PNG's Sub filter, so a huge output is never copied
+    whole (PIL would hold a second, 4-byte-per-pixel copy) and 16-bit colour works.
+    """
+    h, w, c = pixels.shape
+    depth = pixels.dtype.itemsize * 8
+    pixel_bytes = c * pixels.dtype.itemsize
+
+    def chunk(f, kind, data):
+        f.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+
+    def write(f):
+        f.write(PNG_SIGNATURE)
+        chunk(f, b"IHDR", struct.pack(">IIBBBBB", w, h, depth, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0))
+        compressor = zlib.compressobj(6)
+        for top in range(0, h, rows_per_chunk):
+            rows = pixels[top:top + rows_per_chunk]
+            raw = rows.astype(rows.dtype.newbyteorder(">")).reshape(len(rows), -1).view(np.uint8)
+            filtered = np.empty((len(rows), raw.shape[1] + 1), np.uint8)
+            filtered[:, 0] = 1  # Sub: each byte minus the same byte of the pixel to its left
+            filtered[:, 1:pixel_bytes + 1] = raw[:, :pixel_bytes]
+            filtered[:, pixel_bytes + 1:] = raw[:, pixel_bytes:] - raw[:, :-pixel_bytes]
+            chunk(f, b"IDAT", compressor.compress(filtered.tobytes()))
+        chunk(f, b"IDAT", compressor.flush())
+        chunk(f, b"IEND", b"")
+
+    utils.write_atomic(path, write)
+
+
+def input_files(inputs):
+    """The image files named, or found under the folders named, else CLIError."""
+    files = []
+    for path in inputs:
+        if os.path.isdir(path):
+            files += utils.list_images("folder", path)
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise CLIError(f"no such file or folder: {path}")
+    return files
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser():
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="run directory, checkpoint prefix, or exported SavedModel directory")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")
+    p.add_argument("-o", "--out-dir", help="where the <name>_x4.png files go")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--tile", type=int, default=256, help="LR tile size (default 256; 0: the whole image at once)")
+    p.add_argument("--overlap", type=int, default=32, help="LR pixels neighbouring tiles share (default 32)")
+    p.add_argument("--export", metavar="DIR", help="write the generator as a SavedModel to DIR")
+    return p
+
+
+def check_args(args):
+    if not args.inputs and not args.export:
+        raise CLIError("nothing to do: give INPUT images with -o OUTDIR, or --export DIR")
+    if args.inputs and not args.out_dir:
+        raise CLIError("say where the outputs go with -o OUTDIR")
+    if args.tile < 0 or (args.tile and not 0 <= 2 * args.overlap < args.tile):
+        raise CLIError("--tile must be 0 (no tiling) or more than twice --overlap, which must not be negative")
+
+
+def main(argv=None):
+    tf1.disable_eager_execution()
+    tf.get_logger().setLevel("ERROR")
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+        files = input_files(args.inputs)
+        if args.export:
+            if os.path.isfile(os.path.join(args.checkpoint, "saved_model.pb")):
+                raise CLIError(f"{args.checkpoint} is already a SavedModel")
+            export(args.checkpoint, args.export)
+            print(f"exported the generator to {args.export}")
+        if not files:
+            return 0
+        upscaler = Upscaler(args.checkpoint)
+        try:
+            for path in files:
+                out = os.path.join(args.out_dir, os.path.splitext(os.path.basename(path))[0] + "_x4.png")
+                if os.path.exists(out) and not args.overwrite:
+                    raise CLIError(f"{out} already exists; pass --overwrite to replace it")
+                write_png(out, upscaler.upscale(read_image(path), args.tile, args.overlap))
+                print(f"{path} -> {out}")
+        finally:
+            upscaler.close()
+    except (CLIError, utils.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

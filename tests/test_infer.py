@@ -1,0 +1,204 @@
+"""infer.py and evaluate.py on a real (tiny) run: image kinds, tiling, SavedModel export, the results table, bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from skimage import data
+
+import infer
+import utils
+from conftest import ROOT
+from test_data import write_png16
+
+PHOTO = data.astronaut()
+
+
+def cli(script, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def assert_one_error_line(result, message):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def upscaler(tiny_run):
+    up = infer.Upscaler(str(tiny_run))
+    yield up
+    up.close()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Odd-sized RGB JPEG, grey PNG, RGBA PNG, 16-bit grey and 16-bit RGB PNGs."""
+    folder = tmp_path_factory.mktemp("inputs")
+    Image.fromarray(PHOTO[100:137, 200:223]).save(folder / "odd.jpg", quality=95)
+    Image.fromarray(PHOTO[:30, :21, 1]).save(folder / "grey.png")
+    alpha = np.tile(np.linspace(0, 255, 19).astype(np.uint8), (25, 1))
+    Image.fromarray(np.dstack([PHOTO[:25, :19], alpha])).save(folder / "rgba.png")
+    Image.fromarray(PHOTO[:21, :17, 0].astype(np.uint16) * 257).save(folder / "grey16.png")
+    write_png16(str(folder / "rgb16.png"), PHOTO[:18, :22].astype(np.uint16) * 257)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def outputs(tiny_run, inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    result = cli("infer.py", "--checkpoint", tiny_run, inputs, "-o", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_every_kind_of_image_comes_out_x4_with_its_channels(outputs, inputs, upscaler):
+    for name in ("odd.jpg", "grey.png", "rgba.png", "grey16.png", "rgb16.png"):
+        pixels = infer.read_image(str(inputs / name))
+        out = infer.read_image(str(outputs / (os.path.splitext(name)[0] + "_x4.png")))
+        assert out.shape == (pixels.shape[0] * 4, pixels.shape[1] * 4, pixels.shape[2]), name
+        assert out.dtype == pixels.dtype, name
+    rgb = infer.read_image(str(inputs / "odd.jpg"))
+    np.testing.assert_array_equal(infer.read_image(str(outputs / "odd_x4.png")), upscaler.upscale(rgb))
+
+
+def test_grey_stays_grey_and_is_the_mean_of_the_colour_result(outputs, inputs, upscaler):
+    grey = np.asarray(Image.open(inputs / "grey.png"))
+    assert Image.open(outputs / "grey_x4.png").mode == "L"
+    sr = upscaler.upscale(np.repeat(grey[:, :, None], 3, axis=2))
+    assert np.abs(np.asarray(Image.open(outputs / "grey_x4.png")).astype(int) - sr.mean(axis=2)).max() <= 1
+
+
+def test_rgba_keeps_its_alpha_upscaled_bicubically(outputs, inputs, upscaler):
+    rgba = np.asarray(Image.open(inputs / "rgba.png"))
+    out = np.asarray(Image.open(outputs / "rgba_x4.png"))
+    alpha = np.clip(np.round(utils.imresize(rgba[:, :, 3].astype(float), 4)), 0, 255)
+    np.testing.assert_array_equal(out[:, :, 3], alpha)
+    np.testing.assert_array_equal(out[:, :, :3], upscaler.upscale(rgba[:, :, :3]))
+
+
+def test_16_bit_in_16_bit_out_on_the_same_scale(outputs, upscaler):
+    out = infer.read_image(str(outputs / "rgb16_x4.png"))
+    as_8_bit = upscaler.upscale(PHOTO[:18, :22])
+    assert np.abs(out / 257 - as_8_bit).max() <= 1.5
+    assert len(np.unique(out % 257)) > 1  # real 16-bit values, not 8-bit ones scaled
+
+
+def test_tiled_matches_untiled(upscaler):
+    lr = utils.imresize(PHOTO[:280, :200], 1 / 4)  # 70 x 50
+    assert len(infer.spans(70, 32, 12)) > 2 and len(infer.spans(50, 32, 12)) > 1
+    tiled, whole = upscaler.upscale(lr, tile=32, overlap=12), upscaler.upscale(lr, tile=0)
+    hr = PHOTO[:280, :200]
+    assert abs(utils.sr_metrics(tiled, hr)[0] - utils.sr_metrics(whole, hr)[0]) < 0.01
+    assert utils.psnr(tiled, whole) > 50
+
+
+def test_export_reloads_with_infer_and_plain_tensorflow(tiny_run, upscaler, tmp_path):
+    export = tmp_path / "exported"
+    result = cli("infer.py", "--checkpoint", tiny_run, "--export", export)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lr = utils.imresize(PHOTO[:64, :48], 1 / 4)
+    loaded = infer.Upscaler(str(export))
+    np.testing.assert_array_equal(loaded.upscale(lr), upscaler.upscale(lr))
+    loaded.close()
+
+    model = tf.saved_model.load(str(export))  # eager TF2, as any TensorFlow user would
+    sr = model.signatures["serving_default"](lr=tf.constant(lr[None] / 127.5 - 1, tf.float32))["sr"].numpy()[0]
+    np.testing.assert_allclose(sr, upscaler.run(lr / 127.5 - 1), atol=1e-5)
+    sr8 = model.signatures["uint8"](lr=tf.constant(lr[None]))["sr"].numpy()[0]
+    assert sr8.dtype == np.uint8 and np.abs(sr8.astype(int) - upscaler.upscale(lr)).max() <= 1
+
+    again = cli("infer.py", "--checkpoint", tiny_run, "--export", export)
+    assert_one_error_line(again, "already exists")
+
+
+def test_outputs_are_never_overwritten_without_the_flag(tiny_run, inputs, outputs):
+    before = (outputs / "odd_x4.png").read_bytes()
+    (outputs / "odd_x4.png").write_bytes(b"mine")
+    result = cli("infer.py", "--checkpoint", tiny_run, inputs / "odd.jpg", "-o", outputs)
+    assert_one_error_line(result, "--overwrite")
+    assert (outputs / "odd_x4.png").read_bytes() == b"mine"
+    result = cli("infer.py", "--checkpoint", tiny_run, inputs / "odd.jpg", "-o", outputs, "--overwrite")
+    assert result.returncode == 0 and (outputs / "odd_x4.png").read_bytes() == before
+    assert not [name for name in os.listdir(outputs) if name.startswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tiny_run, tmp_path_factory):
+    """A run directory without a checkpoint, and one whose config.json says 3 blocks for a 2-block checkpoint."""
+    root = tmp_path_factory.mktemp("bad")
+    (root / "empty").mkdir()
+    shutil.copy(tiny_run / "config.json", root / "empty")
+    shutil.copytree(tiny_run, root / "other-blocks")
+    config = json.loads((tiny_run / "config.json").read_text())
+    (root / "other-blocks" / "config.json").write_text(json.dumps(dict(config, blocks=3)))
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    Image.fromarray(PHOTO[:32, :32]).save(root / "good.png")
+    return root
+
+
+BAD_INPUTS = {
+    "missing checkpoint": "no such run directory",
+    "no checkpoint in run": "holds no checkpoint",
+    "other blocks": "residual blocks",
+    "missing input": "no such",
+    "unreadable image": "cannot",
+    "unknown flag": "unrecognized arguments",
+}
+SHARED_WITH_INFER = ("no checkpoint in run", "other blocks")  # evaluate.py loads the generator through infer.py
+
+
+@pytest.mark.parametrize("script, case, message", [("infer.py", case, message) for case, message in BAD_INPUTS.items()] +
+                         [("evaluate.py", case, message) for case, message in BAD_INPUTS.items() if case not in SHARED_WITH_INFER])
+def test_bad_input_is_one_clear_line(script, case, message, tiny_run, bad_runs, tmp_path):
+    checkpoint = {"missing checkpoint": bad_runs / "nothing", "no checkpoint in run": bad_runs / "empty",
+                  "other blocks": bad_runs / "other-blocks"}.get(case, tiny_run)
+    image = {"missing input": bad_runs / "absent.png", "unreadable image": bad_runs / "broken.png"}.get(case, bad_runs / "good.png")
+    if script == "infer.py":
+        args = ["--checkpoint", checkpoint, image, "-o", tmp_path / "out"]
+    else:
+        folder = tmp_path / "set"
+        folder.mkdir()
+        if case == "unreadable image":
+            shutil.copy(bad_runs / "broken.png", folder)
+        else:
+            shutil.copy(bad_runs / "good.png", folder)
+        args = ["--checkpoint", checkpoint, "--data", image if case == "missing input" else folder]
+    result = cli(script, *args, *(["--frobnicate"] if case == "unknown flag" else []))
+    assert_one_error_line(result, message)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_evaluate_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
+    folder = tmp_path / "Tiny" / "HR"
+    folder.mkdir(parents=True)
+    Image.fromarray(PHOTO[:50, :42]).save(folder / "colour.png")
+    Image.fromarray(data.camera()[:36, :40]).save(folder / "grey.png")
+    result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", folder, "--save-images")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| Tiny | 2 |" in result.stdout
+    report = json.loads((tiny_run / "eval-2.json").read_text())["sets"]["Tiny"]
+    expected = np.mean([utils.sr_metrics(utils.imresize(lr, 4), hr) for hr, lr in
+                        (utils.bicubic_pair(utils.load_image(str(p))) for p in sorted(folder.iterdir()))], axis=0)
+    assert (report["bicubic"]["psnr"], report["bicubic"]["ssim"]) == pytest.approx(tuple(expected))
+    assert all(np.isfinite(report["model"][k]) for k in ("psnr", "ssim", "vgg")) and report["model"]["vgg"] > 0
+    assert (tiny_run / "eval-2.md").read_text().count("| Tiny |") == 1
+    strip = np.asarray(Image.open(tiny_run / "eval-2" / "Tiny" / "colour_strip.png"))
+    assert strip.shape == (2 * 48, 4 * 40, 3)
+    assert Image.open(tiny_run / "eval-2" / "Tiny" / "grey_sr.png").size == (40, 36)
+
+
+def test_training_wrote_the_loss_plot_and_plot_redraws_it(tiny_run):
+    plot = tiny_run / "plots" / "mse_loss.png"
+    assert Image.open(plot).size[0] > 100
+    plot.unlink()
+    result = cli("train.py", "--plot", tiny_run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert plot.exists()

@@ -1,0 +1,70 @@
+"""The report's figures (loss curves from TensorBoard files) and the GAN health check."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import utils
+
+tf1 = tf.compat.v1
+
+
+def write_scalars(run_dir, points):
+    """TensorBoard event file with {tag: [(step, value)]}, as train.py's summaries write them."""
+    with tf.Graph().as_default():
+        writer = tf1.summary.FileWriter(str(run_dir))
+        for tag, series in points.items():
+            for step, value in series:
+                writer.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=tag, simple_value=value)]), step)
+        writer.close()
+
+
+def test_scalars_are_read_and_a_numbered_duplicate_tag_is_merged(tmp_path):
+    write_scalars(tmp_path, {"summaries/mse_loss": [(1, 0.5), (2, 0.4)], "summaries/mse_loss_1": [(3, 0.3)],
+                             "summaries/D_x": [(3, 0.9)], "other/ignored": [(1, 1.0)]})
+    scalars = utils.read_scalars(str(tmp_path))
+    assert set(scalars) == {"mse_loss", "D_x"}
+    steps, values = scalars["mse_loss"]
+    assert steps.tolist() == [1, 2, 3] and np.allclose(values, [0.5, 0.4, 0.3])
+
+
+def test_every_curve_is_plotted(tmp_path):
+    tags = ["g_loss", "d_loss", "adv_loss", "content_loss", "mse_loss", "D_x", "D_G_z"]
+    write_scalars(tmp_path, {f"summaries/{tag}": [(s, math.sin(s) + 2) for s in range(1, 40)] for tag in tags})
+    paths = utils.plot_training(str(tmp_path))
+    names = sorted(p.split("/")[-1] for p in paths)
+    assert names == sorted(["g_loss.png", "d_loss.png", "adv_loss.png", "content_loss.png", "mse_loss.png", "D_outputs.png"])
+    for path in paths:
+        image = np.asarray(Image.open(path).convert("L"))
+        assert image.shape[1] > 300 and image.std() > 0
+
+
+def test_smoothing_is_a_debiased_moving_average():
+    assert np.allclose(utils.smooth(np.full(10, 3.0)), 3.0)
+    assert utils.smooth(np.array([0.0, 10.0]))[1] == pytest.approx(10 * 0.1 / (1 - 0.81))
+
+
+def healthy_step(i):
+    return {"D_x": 0.7, "D_G_z": 0.3 + 0.01 * (i % 3), "adv_loss": 1.2, "d_loss": 1.0}
+
+
+def test_gan_health_is_quiet_on_a_balanced_game():
+    health = utils.GANHealth(window=20)
+    assert not any(health.update(healthy_step(i)) for i in range(60))
+
+
+def test_gan_health_names_a_winning_discriminator_and_an_exploding_loss():
+    health = utils.GANHealth(window=20)
+    collapsed = {"D_x": 1.0, "D_G_z": 1e-9, "adv_loss": 20.0, "d_loss": 0.0}
+    for i in range(19):
+        assert health.update(collapsed) == []
+    problems = health.update(healthy_step(0))  # one spike in 20 iterations does not hide the collapse
+    assert len(problems) == 3 and "D(G(z))" in problems[0] and "D(x)" in problems[1] and "adversarial" in problems[2]
+    assert health.update(healthy_step(1))  # 18 of 20 collapsed: still most
+    assert health.update(healthy_step(2)) == []  # 17 of 20: no longer
+
+
+def test_gan_health_names_nan():
+    assert "d_loss is nan" in utils.GANHealth().update(dict(healthy_step(0), d_loss=float("nan")))
