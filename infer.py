@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+from tqdm import tqdm
 
 import utils
 from model import SRGAN
@@ -156,7 +157,8 @@ class Upscaler:
         total = np.zeros((0, w * SCALE, 3), np.float32)
         weight = np.zeros((0, w * SCALE, 1), np.float32)
         top = 0  # first SR row not yet yielded
-        for i, (y0, y1) in enumerate(rows):
+        progress = tqdm(rows, desc="tile rows", unit="row", leave=False, disable=len(rows) * len(cols) < 16)
+        for i, (y0, y1) in enumerate(progress):
             grow = y1 * SCALE - top - len(total)
             total = np.concatenate([total, np.zeros((grow, w * SCALE, 3), np.float32)])
             weight = np.concatenate([weight, np.zeros((grow, w * SCALE, 1), np.float32)])

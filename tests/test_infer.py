@@ -98,6 +98,8 @@ def test_tiled_matches_untiled(upscaler):
     hr = PHOTO[:280, :200]
     assert abs(utils.sr_metrics(tiled, hr)[0] - utils.sr_metrics(whole, hr)[0]) < 0.01
     assert utils.psnr(tiled, whole) > 50
+    bands = [len(band) for band in upscaler.bands(lr / 127.5 - 1, tile=32, overlap=12)]
+    assert len(bands) == len(infer.spans(70, 32, 12)) and sum(bands) == 280  # streamed a row of tiles at a time
 
 
 def test_export_reloads_with_infer_and_plain_tensorflow(tiny_run, upscaler, tmp_path):
