@@ -132,8 +132,9 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
         sess = tf1.Session(graph=graph, config=train.session_config(cfg["precision"]))
     sess.run(init)  # random weights: the same arithmetic as trained ones
 
+    gan = [model.gan_train_op] if cfg["gan_update"] == "fused" else [model.d_train_op, model.g_train_op]
     steps = {"pretrain": [model.pretrain_op], "d_step": [model.d_train_op], "g_step": [model.g_train_op],
-             "gan_iteration": [model.d_train_op, model.g_train_op]}
+             "gan_iteration": gan}
     results = {}
     for name, ops in steps.items():
         if only and name not in only:
@@ -197,7 +198,7 @@ def main(argv=None):
                         for name, (s, f) in steps.items()}}
     if args.pipeline_images and "gan_iteration" in steps:
         rate = pipeline_rate(cfg["hr_size"], 64, args.pipeline_images)
-        consumed = 2 / steps["gan_iteration"][0]  # a GAN iteration takes one batch for D and one for G
+        consumed = (1 if cfg["gan_update"] == "fused" else 2) / steps["gan_iteration"][0]  # batches per iteration
         print(f"input pipeline: {rate:.1f} images/s; the GAN iteration consumes {consumed:.2f}/s ({rate / consumed:.0f}x)")
         report["pipeline"] = {"images_per_s": rate, "consumed_per_s": consumed}
     if args.json:
