@@ -50,7 +50,12 @@ def batch_norm(x, training, name="bn", momentum=0.99, epsilon=1e-3):
             return y
         y, mean, var = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon, is_training=True)
         for moving, batch in ((moving_mean, mean), (moving_var, var)):
-            update = moving.assign_sub((moving - batch) * (1 - momentum))
+            # A network called twice in one step (D on real, then on generated images) updates its
+            # averages in call order, not in whatever order the threads reach them.
+            earlier = "batch_norm_updates/" + moving.op.name
+            with tf.control_dependencies(tf1.get_collection(earlier)):
+                update = moving.assign_sub((moving - batch) * (1 - momentum))
+            tf1.add_to_collection(earlier, update)
             tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, update)
         return y
 
