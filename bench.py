@@ -10,7 +10,6 @@ the GFLOP/s reached and the fraction of the large-matmul rate measured in the sa
 The input pipeline is timed on its own, on 256x256 JPEGs like Places-205's.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -159,7 +158,7 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
 def main(argv=None):
     tf1.disable_eager_execution()
     tf.get_logger().setLevel("ERROR")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--blocks", type=int, default=train.DEFAULTS["blocks"])
     p.add_argument("--hr-size", type=int, default=train.DEFAULTS["hr_size"])
     p.add_argument("--batch-size", type=int, default=train.DEFAULTS["batch_size"])

@@ -97,7 +97,7 @@ def markdown(results, title):
 
 
 def build_parser():
-    p = infer.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run directory, checkpoint prefix, or exported SavedModel")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="test sets: folders of HR images")
     p.add_argument("--save-images", action="store_true", help="keep the SR images and comparison strips")

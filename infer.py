@@ -36,14 +36,6 @@ class CLIError(Exception):
     """A problem with the user's input; str(e) is one line saying what is wrong."""
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one `error:` line too."""
-
-    def error(self, message):
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 # ----------------------------------------------------------------------------- the generator
 
 def run_config(path):
@@ -292,7 +284,7 @@ def input_files(inputs):
 # ----------------------------------------------------------------------------- command line
 
 def build_parser():
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run directory, checkpoint prefix, or exported SavedModel directory")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--out-dir", help="where the <name>_x4.png files go")
