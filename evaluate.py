@@ -21,10 +21,9 @@ import tensorflow as tf
 import infer
 import utils
 import vgg16
-from model import VGG_RESCALE
+from model import SCALE, VGG_RESCALE
 
 tf1 = tf.compat.v1
-SCALE = 4
 
 # SRGAN paper (Ledig et al. 2017), Table 2: x4 PSNR / SSIM.
 PAPER = {

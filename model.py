@@ -14,6 +14,7 @@ from vgg16 import VGG16
 tf1 = tf.compat.v1
 
 CONTENT_LOSSES = ("vgg", "mse", "mse+vgg")
+SCALE = 4  # the generator's two x2 sub-pixel steps
 VGG_RESCALE = 1 / 12.75  # the paper rescales VGG features so the VGG loss is comparable to the MSE
 ADV_WEIGHT = 1e-3  # the paper's weight of the adversarial loss in the perceptual loss
 PHASES = ("pretrain", "gan", "done")
@@ -89,14 +90,13 @@ class SRGAN:
                  beta1=0.97, lr_decay_step=None, loss_scaling=False):
         if content_loss not in CONTENT_LOSSES:
             raise ValueError(f"content_loss must be one of {CONTENT_LOSSES}, not {content_loss!r}")
-        self.blocks = blocks
         self.global_step = tf1.train.get_or_create_global_step()
         self.phase = tf1.get_variable("phase", [], tf.int32, tf1.zeros_initializer(), trainable=False)
         with tf1.name_scope("next_phase"):
             self.next_phase = self.phase.assign_add(1)
 
         self.lr, self.hr = lr, hr
-        self.Gz = self.Generator(lr, training=True)
+        self.Gz = self.Generator(lr, blocks, training=True)
         self.Dx, logits_dx = self.Discriminator(hr)
         self.Dg, logits_dg = self.Discriminator(self.Gz, reuse=True)
         self.vgg = VGG16() if "vgg" in content_loss else None
@@ -106,23 +106,17 @@ class SRGAN:
 
         with tf1.name_scope("inference"):
             self.lr_input = tf1.placeholder(tf.float32, [None, None, None, 3], name="lr_input")
-            self.sr_output = tf.identity(self.Generator(self.lr_input, training=False, reuse=True), name="sr_output")
+            self.sr_output = tf.identity(self.Generator(self.lr_input, blocks, training=False, reuse=True), name="sr_output")
 
-    @classmethod
-    def inference_generator(cls, lr_input, blocks=16):
-        """The generator alone, batch norm on its moving averages: what evaluation, inference and export
-        need, without the discriminator, VGG16 or optimizers. Same variable names as the full graph."""
-        model = cls.__new__(cls)  # skips __init__, which builds the whole training graph
-        model.blocks = blocks
-        return model.Generator(lr_input, training=False)
-
-    def Generator(self, x, training, reuse=False):
+    @staticmethod
+    def Generator(x, blocks, training, reuse=False):
         """SRResNet: k9n64s1 PReLU; B residual blocks (k3n64s1 BN PReLU k3n64s1 BN, + skip);
-        k3n64s1 BN + long skip; 2 x (k3n256s1, sub-pixel x2, PReLU); k9n3s1; tanh."""
+        k3n64s1 BN + long skip; 2 x (k3n256s1, sub-pixel x2, PReLU); k9n3s1; tanh. Static, so that
+        inference and export can build it alone (training=False: BN on its moving averages)."""
         with tf1.variable_scope("generator", reuse=reuse):
             x = prelu(conv2d(x, 64, 9, name="conv_in"), name="prelu_in")
             skip = x
-            for i in range(self.blocks):
+            for i in range(blocks):
                 with tf1.variable_scope(f"res{i}"):
                     r = prelu(batch_norm(conv2d(x, 64, 3, name="conv1"), training, "bn1"))
                     x = x + batch_norm(conv2d(r, 64, 3, name="conv2"), training, "bn2")

@@ -23,10 +23,9 @@ from tqdm import tqdm
 
 import utils
 import vgg16
-from model import CONTENT_LOSSES, PHASES, SRGAN
+from model import CONTENT_LOSSES, PHASES, SCALE, SRGAN
 
 tf1 = tf.compat.v1
-SCALE = 4
 
 # ----------------------------------------------------------------------------- configuration
 # The defaults are the report's settings; a preset replaces some of them; flags override both.
