@@ -197,7 +197,8 @@ def write_json(path, data):
 # ----------------------------------------------------------------------------- training
 
 class Trainer:
-    """The session loop: one sess.run per pre-training step; a D run then a G run per GAN iteration."""
+    """The session loop: one sess.run per pre-training step; per GAN iteration a D run then a G run
+    (--gan-update alternating) or one run of both (fused)."""
 
     def __init__(self, cfg, run_dir):
         self.cfg, self.run_dir = cfg, run_dir
