@@ -4,6 +4,7 @@ Read top to bottom: the layers, the generator (SRResNet), the discriminator, the
 optimizers, all assembled by the SRGAN class. Pure tf.compat.v1: variable_scope + get_variable
 for weights, name_scope for a readable TensorBoard graph, explicit UPDATE_OPS for batch norm.
 """
+import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -87,7 +88,7 @@ class SRGAN:
     checkpoint, summaries, and a fully convolutional inference path (`lr_input` -> `sr_output`)."""
 
     def __init__(self, lr, hr, blocks=16, content_loss="vgg", vgg_layer="conv5_3", learning_rate=1e-3,
-                 beta1=0.97, lr_decay_step=None, loss_scaling=False):
+                 beta1=0.97, lr_decay_step=None, loss_scaling=False, pretrain_lr=None, warmup_iters=0, cosine_iters=None):
         if content_loss not in CONTENT_LOSSES:
             raise ValueError(f"content_loss must be one of {CONTENT_LOSSES}, not {content_loss!r}")
         self.global_step = tf1.train.get_or_create_global_step()
@@ -101,7 +102,7 @@ class SRGAN:
         self.Dg, logits_dg = self.Discriminator(self.Gz, reuse=True)
         self.vgg = VGG16() if "vgg" in content_loss else None
         self.build_losses(logits_dx, logits_dg, content_loss, vgg_layer)
-        self.build_optimizers(learning_rate, beta1, lr_decay_step, loss_scaling)
+        self.build_optimizers(learning_rate, beta1, lr_decay_step, loss_scaling, pretrain_lr, warmup_iters, cosine_iters)
         self.build_summaries()
 
         with tf1.name_scope("inference"):
@@ -155,16 +156,25 @@ class SRGAN:
             self.content_loss = tf.add_n(terms, name="content_loss")
             self.g_loss = tf.add(self.content_loss, ADV_WEIGHT * self.adv_loss, name="g_loss")
 
-    def build_optimizers(self, learning_rate, beta1, lr_decay_step, loss_scaling):
+    def build_optimizers(self, learning_rate, beta1, lr_decay_step, loss_scaling, pretrain_lr, warmup_iters, cosine_iters):
         """One Adam per job, each minimizing over its own scope's variables after that scope's
         batch-norm updates. Sharing one Adam would step its beta-power accumulators twice.
-        `loss_scaling` wraps each Adam for float16 (dynamic loss scale, TF's float16 graph rewrite)."""
+        `loss_scaling` wraps each Adam for float16 (dynamic loss scale, TF's float16 graph rewrite).
+
+        The rate: `learning_rate` in the GAN phase, / 10 from `lr_decay_step` on (the paper); in the
+        pre-training `pretrain_lr` (default the same), raised linearly over `warmup_iters` steps and,
+        with `cosine_iters`, lowered along a half cosine to 0 at that step."""
         with tf1.name_scope("optimizers"):
+            step = tf.cast(self.global_step, tf.float32)
+            gan_rate = tf.constant(learning_rate)
             if lr_decay_step:
-                self.learning_rate = tf.where(self.global_step < lr_decay_step, learning_rate, learning_rate * 0.1,
-                                              name="learning_rate")
-            else:
-                self.learning_rate = tf.constant(learning_rate, name="learning_rate")
+                gan_rate = tf.where(step < lr_decay_step, learning_rate, learning_rate * 0.1)
+            pretrain_rate = tf.constant(pretrain_lr or learning_rate)
+            if warmup_iters:
+                pretrain_rate *= tf.minimum(1.0, (step + 1) / warmup_iters)
+            if cosine_iters:
+                pretrain_rate *= 0.5 * (1 + tf.cos(math.pi * tf.minimum(1.0, step / cosine_iters)))
+            self.learning_rate = tf.where(tf.equal(self.phase, 0), pretrain_rate, gan_rate, name="learning_rate")
 
             def adam(name):
                 optimizer = tf1.train.AdamOptimizer(self.learning_rate, beta1, name=name)

@@ -34,6 +34,7 @@ DEFAULTS = dict(
     hr_size=256, hr_prep="crop", batch_size=1, blocks=16, precision="fp32", gan_update="alternating",
     content_loss="vgg", vgg_layer="conv5_3", vgg_weights=None,
     learning_rate=1e-3, beta1=0.97, lr_decay=False,  # Adam(beta1=0.97) at TensorFlow's default rate
+    pretrain_lr=None, warmup_iters=0, pretrain_schedule="constant",  # pre-training at learning_rate
     pretrain_iters=5000, gan_iters=20000, pretrain_only=False,
     save_every=1000, sample_every=500, summary_every=10, image_every=100, seed=0,
     max_pixels=utils.MAX_PIXELS, max_bad_fraction=0.05,
@@ -59,6 +60,7 @@ PRECISIONS = ("fp32", "bf16", "mixed_float16")
 # alternating: the report's k = 1, a D update then a G update, each a sess.run on its own batch;
 # fused: both updates from one forward pass of one batch (G's update does not see D's).
 GAN_UPDATES = ("alternating", "fused")
+PRETRAIN_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(Exception):
@@ -96,6 +98,10 @@ def build_parser():
     p.add_argument("--lr", dest="learning_rate", type=float)
     p.add_argument("--beta1", type=float)
     p.add_argument("--lr-decay", action=argparse.BooleanOptionalAction, help="divide the rate by 10 halfway through the GAN phase")
+    p.add_argument("--pretrain-lr", type=float, help="the pre-training's rate (default: --lr)")
+    p.add_argument("--warmup-iters", type=int, help="raise the pre-training's rate linearly over N steps (default 0)")
+    p.add_argument("--pretrain-schedule", choices=PRETRAIN_SCHEDULES,
+                   help="constant (default), or cosine: down to 0 along a half cosine by the end of the pre-training")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
     p.add_argument("--pretrain-only", action="store_true", help="stop after the MSE pre-training")
@@ -141,11 +147,11 @@ def check_config(cfg):
     for key in ("batch_size", "blocks", "save_every", "sample_every", "summary_every", "image_every", "max_pixels"):
         if cfg[key] < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, not {cfg[key]}")
-    for key in ("pretrain_iters", "gan_iters"):
+    for key in ("pretrain_iters", "gan_iters", "warmup_iters"):
         if cfg[key] < 0:
             raise ConfigError(f"--{key.replace('_', '-')} must not be negative")
-    if not cfg["learning_rate"] > 0 or not 0 <= cfg["beta1"] < 1:
-        raise ConfigError("--lr must be positive and --beta1 in [0, 1)")
+    if not cfg["learning_rate"] > 0 or not (cfg["pretrain_lr"] or 1) > 0 or not 0 <= cfg["beta1"] < 1:
+        raise ConfigError("--lr and --pretrain-lr must be positive and --beta1 in [0, 1)")
     if not 0 <= cfg["max_bad_fraction"] <= 1:
         raise ConfigError("--max-bad-fraction must be in [0, 1]")
 
@@ -165,8 +171,9 @@ def session_config(precision="fp32"):
 def build_model(cfg, lr, hr):
     """The SRGAN training graph for a configuration, on the (lr, hr) batch tensors."""
     decay_step = cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None
+    cosine_iters = cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None
     return SRGAN(lr, hr, cfg["blocks"], cfg["content_loss"], cfg["vgg_layer"], cfg["learning_rate"], cfg["beta1"],
-                 decay_step, loss_scaling=cfg["precision"] == "mixed_float16")
+                 decay_step, cfg["precision"] == "mixed_float16", cfg["pretrain_lr"], cfg["warmup_iters"], cosine_iters)
 
 
 def check_free_space(run_dir, checkpoint_bytes, kept):
@@ -263,7 +270,7 @@ class Trainer:
 
     def diverged(self, what):
         return TrainingError(f"{what}; the last good checkpoint is {self.last_checkpoint()}: lower --lr "
-                             f"(now {self.cfg['learning_rate']:g}) or check the data, then --resume")
+                             f"(now {self.cfg['learning_rate']:g}; --pretrain-lr in the pre-training) or check the data, then --resume")
 
     def save(self):
         """A checkpoint of the current step, or TrainingError leaving the last good one as it was: when the

@@ -143,15 +143,32 @@ def test_mse_plus_vgg_content_loss(vgg_weights):
     assert c == pytest.approx(m + v, rel=1e-5)
 
 
-def test_learning_rate_decays_tenfold_at_the_decay_step():
-    graph, model, init, _ = build("mse", learning_rate=1e-4, lr_decay_step=2)
+def rates(model, graph, init, steps, phase=0):
+    """The learning rate before each of `steps` steps, in `phase`."""
     with tf1.Session(graph=graph) as sess:
         sess.run(init)
-        rates = []
-        for _ in range(3):
-            rates.append(sess.run(model.learning_rate))
+        for _ in range(phase):
+            sess.run(model.next_phase)
+        seen = []
+        for _ in range(steps):
+            seen.append(sess.run(model.learning_rate))
             sess.run(model.pretrain_op, feed(model))
-    np.testing.assert_allclose(rates, [1e-4, 1e-4, 1e-5], rtol=1e-6)
+    return seen
+
+
+def test_learning_rate_decays_tenfold_at_the_decay_step_of_the_gan_phase():
+    graph, model, init, _ = build("mse", learning_rate=1e-4, lr_decay_step=2)
+    np.testing.assert_allclose(rates(model, graph, init, 3, phase=1), [1e-4, 1e-4, 1e-5], rtol=1e-6)
+    np.testing.assert_allclose(rates(model, graph, init, 3, phase=0), [1e-4] * 3, rtol=1e-6)
+
+
+def test_pretraining_rate_warms_up_then_follows_a_half_cosine_to_zero():
+    graph, model, init, _ = build("mse", learning_rate=1e-4, pretrain_lr=1e-3, warmup_iters=2, cosine_iters=4)
+    cosine = [0.5 * (1 + np.cos(np.pi * s / 4)) for s in range(6)]
+    expected = [1e-3 * min(1, (s + 1) / 2) * cosine[min(s, 4)] for s in range(6)]
+    np.testing.assert_allclose(rates(model, graph, init, 6), expected, rtol=1e-5, atol=1e-12)
+    assert expected[0] == pytest.approx(5e-4) and expected[4] == pytest.approx(0, abs=1e-12)
+    np.testing.assert_allclose(rates(model, graph, init, 2, phase=1), [1e-4] * 2, rtol=1e-6)
 
 
 def test_checkpoint_round_trip_restores_step_phase_and_every_variable(tmp_path):
