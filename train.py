@@ -228,7 +228,7 @@ class Trainer:
                 lr, hr = tf1.data.make_one_shot_iterator(dataset).get_next()
             self.model = build_model(cfg, lr, hr)
             saved = self.model.saveable_variables()
-            self.saver = tf1.train.Saver(saved, max_to_keep=2)
+            self.saver = tf1.train.Saver(saved, max_to_keep=2, save_relative_paths=True)  # a run directory can be copied or moved
             self.weights_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in saved
                                                  if v.dtype.base_dtype.is_floating])
             init = tf1.global_variables_initializer()

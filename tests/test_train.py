@@ -1,6 +1,7 @@
 """The command line: a short real run writes what it promises, --resume continues it, bad input is one line."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -62,12 +63,17 @@ def test_pretrain_only_writes_checkpoint_events_and_samples(pretrained):
     assert str(run_dir) in result.stdout
 
 
-def test_resume_continues_with_the_gan_phase(pretrained):
-    run_dir, _ = pretrained
-    result = train("--name", "t", "--runs-dir", str(run_dir.parent), "--resume", "--gan-iters", "2")
+def test_a_copy_of_a_pretrained_run_resumes_with_the_gan_phase(pretrained):
+    """As the README's Results do: the copy goes on to the GAN phase, the original stays pre-trained."""
+    original, _ = pretrained
+    run_dir = original.parent / "t-copy"
+    shutil.copytree(original, run_dir)
+    result = train("--name", "t-copy", "--runs-dir", str(run_dir.parent), "--resume", "--gan-iters", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resumed" in result.stdout
     assert checkpoint_state(run_dir) == (5, 2)
+    assert checkpoint_state(original) == (3, 1)
+    assert os.path.isfile(tf.train.latest_checkpoint(str(original)) + ".index")
     _, tags, last = events(run_dir)
     assert {"summaries/d_loss", "summaries/g_loss", "summaries/adv_loss", "summaries/content_loss",
             "summaries/D_x", "summaries/D_G_z", "summaries/mse_loss"} <= tags
