@@ -12,7 +12,6 @@ import glob
 import importlib.util
 import math
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -433,16 +432,17 @@ CURVES = {  # tag under summaries/: title (the report's figures 6 to 10, then D'
 def read_scalars(run_dir):
     """{tag: (steps, values)} of the summaries/* scalars in a run's TensorBoard files.
 
-    A numbered duplicate (summaries/mse_loss_1, made by a second scalar of the same name in the
-    graph) is merged into its base tag.
+    A file that ends in a half-written record (its run is still writing it) is read up to there.
     """
     series = {}
     for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag.startswith("summaries/") and value.HasField("simple_value"):
-                    tag = re.sub(r"_\d+$", "", value.tag[len("summaries/"):])
-                    series.setdefault(tag, {})[event.step] = value.simple_value
+        try:
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    if value.tag.startswith("summaries/") and value.HasField("simple_value"):
+                        series.setdefault(value.tag[len("summaries/"):], {})[event.step] = value.simple_value
+        except tf.errors.DataLossError:
+            pass
     return {tag: (np.array(sorted(points)), np.array([points[s] for s in sorted(points)])) for tag, points in series.items()}
 
 
