@@ -41,7 +41,7 @@ def checkpoint_state(run_dir):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, vgg_weights):
     runs = tmp_path_factory.mktemp("runs")
-    result = train(*TINY, "--pretrain-iters", "3", "--pretrain-only", "--name", "t", "--runs-dir", str(runs))
+    result = train("--preset", "quick", *TINY, "--pretrain-iters", "3", "--pretrain-only", "--name", "t", "--runs-dir", str(runs))
     assert result.returncode == 0, result.stderr[-2000:]
     return runs / "t", result
 
@@ -61,6 +61,7 @@ def test_pretrain_only_writes_checkpoint_events_and_samples(pretrained):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["hr_size"] == 32 and config["pretrain_only"] is True
     assert str(run_dir) in result.stdout
+    assert "not results" in result.stdout and "--preset cpu" in result.stdout  # what a quick run cannot show
 
 
 def test_a_copy_of_a_pretrained_run_resumes_with_the_gan_phase(pretrained):
@@ -126,3 +127,16 @@ def test_default_run_name_names_the_dataset_and_preset_given(tmp_path):
     cfg, run_dir, _ = train_py.make_config(["--preset", "quick", "--dataset", "folder", "--runs-dir", str(tmp_path)])
     assert cfg["name"].startswith("folder-quick-") and cfg["preset"] == "quick"
     assert run_dir == os.path.join(str(tmp_path), cfg["name"])
+
+
+def test_docs_figures_are_drawn_from_two_runs(pretrained, tmp_path):
+    """docs/figures.py, which draws the README's Results figures, on the tiny run as both models."""
+    run_dir, _ = pretrained
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "figures.py"), "--srresnet", str(run_dir),
+                             "--srgan", str(run_dir), "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    compares = sorted(tmp_path.glob("compare_*.png"))
+    assert [p.name for p in compares] == ["compare_astronaut.png", "compare_chelsea.png", "compare_coffee.png", "compare_rocket.png"]
+    image = iio.imread(compares[0])
+    assert image.shape[1] == 4 * 3 * 128 + 3 * 8 and image.std() > 0  # bicubic | SRResNet | SRGAN | HR, 3x zoom
+    assert (tmp_path / "loss_mse_loss.png").is_file()
