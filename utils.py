@@ -458,7 +458,7 @@ def smooth(values, weight=0.9):
 def plot_training(run_dir):
     """Write run_dir/plots/<tag>.png for each loss and D_outputs.png (mean D(x), D(G(z))); returns their paths.
 
-    Each curve is drawn smoothed, with the raw values faint behind it.
+    Each curve is drawn smoothed, with the raw values faint behind it; positive losses on a log scale.
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -477,6 +477,8 @@ def plot_training(run_dir):
             ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
             ax.plot(steps, smooth(values), color=color, linewidth=1.5, label=label)
         ax.set(title=title, xlabel="iteration")
+        if name != "D_outputs" and all((scalars[tag][1] > 0).all() for tag in tags):
+            ax.set_yscale("log")  # a loss falls by orders of magnitude; its later steps matter as much
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
