@@ -163,7 +163,7 @@ def check_config(cfg):
     for key in ("pretrain_iters", "gan_iters", "warmup_iters"):
         if cfg[key] < 0:
             raise ConfigError(f"--{key.replace('_', '-')} must not be negative")
-    if not cfg["learning_rate"] > 0 or not (cfg["pretrain_lr"] or 1) > 0 or not 0 <= cfg["beta1"] < 1:
+    if not cfg["learning_rate"] > 0 or not (cfg["pretrain_lr"] is None or cfg["pretrain_lr"] > 0) or not 0 <= cfg["beta1"] < 1:
         raise ConfigError("--lr and --pretrain-lr must be positive and --beta1 in [0, 1)")
     if not 0 <= cfg["max_bad_fraction"] <= 1:
         raise ConfigError("--max-bad-fraction must be in [0, 1]")
