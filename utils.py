@@ -311,6 +311,11 @@ def save_grid(path, rows):
     write_atomic(path, lambda f: Image.fromarray(grid).save(f, format="PNG"))
 
 
+# ----------------------------------------------------------------------------- benchmark metrics
+# The protocol of the SR papers' tables (SRCNN's MATLAB code, used by the SRGAN paper): HR cropped to
+# a multiple of the scale, LR made by MATLAB's imresize, PSNR/SSIM on the BT.601 luma with `scale`
+# pixels shaved from each border.
+
 def _cubic(x):
     """Keys' cubic convolution kernel with a = -0.5, MATLAB's "bicubic"."""
     x = np.abs(x)
