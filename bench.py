@@ -197,7 +197,7 @@ def main(argv=None):
                         for name, (s, f) in steps.items()}}
     if args.pipeline_images and "gan_iteration" in steps:
         rate = pipeline_rate(cfg["hr_size"], 64, args.pipeline_images)
-        consumed = (1 if cfg["gan_update"] == "fused" else 2) / steps["gan_iteration"][0]  # batches per iteration
+        consumed = train.batches_per_gan_iteration(cfg["gan_update"]) / steps["gan_iteration"][0]
         print(f"input pipeline: {rate:.1f} images/s; the GAN iteration consumes {consumed:.2f}/s ({rate / consumed:.0f}x)")
         report["pipeline"] = {"images_per_s": rate, "consumed_per_s": consumed}
     if args.json:

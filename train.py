@@ -76,6 +76,11 @@ GAN_UPDATES = ("alternating", "fused")
 PRETRAIN_SCHEDULES = ("constant", "cosine")
 
 
+def batches_per_gan_iteration(gan_update):
+    """Batches a GAN iteration takes from the input pipeline: one for D and one for G, or one shared."""
+    return 2 if gan_update == "alternating" else 1
+
+
 class ConfigError(Exception):
     pass
 
@@ -275,8 +280,7 @@ class Trainer:
         """Files the input pipeline has handed out by `step`: a batch per pre-training step, two per
         alternating GAN iteration (one for D, one for G), one per fused one."""
         pretrain = min(step, self.cfg["pretrain_iters"])
-        per_gan_iteration = 2 if self.cfg["gan_update"] == "alternating" else 1
-        return self.cfg["batch_size"] * (pretrain + per_gan_iteration * (step - pretrain))
+        return self.cfg["batch_size"] * (pretrain + batches_per_gan_iteration(self.cfg["gan_update"]) * (step - pretrain))
 
     def last_checkpoint(self):
         return tf1.train.latest_checkpoint(self.run_dir) or "none (start again without --resume)"
