@@ -32,10 +32,27 @@ def conv2d(x, filters, kernel, stride=1, name="conv"):
 
 
 def dense(x, units, name="dense"):
+    """Fully connected layer. Each call's input and product are recorded under the kernel's name, so
+    that the gradient of a kernel shared by several calls can be taken in one matmul (stacked_gradients)."""
     with tf1.variable_scope(name):
         w = tf1.get_variable("kernel", [x.shape[-1], units])
         b = tf1.get_variable("bias", [units], initializer=tf1.zeros_initializer())
-        return tf.nn.bias_add(tf.matmul(x, w), b)
+        y = tf.matmul(x, w)
+        tf1.add_to_collection("dense_inputs/" + w.op.name, x)
+        tf1.add_to_collection("dense_outputs/" + w.op.name, y)
+        return tf.nn.bias_add(y, b)
+
+
+def stacked_gradients(loss, kernels):
+    """[(d loss / d kernel, kernel)] for dense kernels called more than once, each as one matmul of all
+    calls' inputs, stacked, by the gradients of their products. Autodiff would make one kernel-sized
+    gradient per call and add them: for D's 131072x1024 layer two 537 MB tensors more per step."""
+    grads = []
+    for w in kernels:
+        inputs, outputs = (tf1.get_collection(kind + w.op.name) for kind in ("dense_inputs/", "dense_outputs/"))
+        output_grads = tf.gradients(loss, outputs)
+        grads.append((tf.matmul(tf.concat(inputs, 0), tf.concat(output_grads, 0), transpose_a=True), w))
+    return grads
 
 
 def batch_norm(x, training, name="bn", momentum=0.99, epsilon=1e-3):
@@ -181,10 +198,17 @@ class SRGAN:
                 return tf1.mixed_precision.enable_mixed_precision_graph_rewrite(optimizer) if loss_scaling else optimizer
 
             def gradients(optimizer, loss, scope):
+                variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope + "/")
+                # D's dense kernels serve both of its calls. Loss scaling must unscale every gradient itself.
+                stacked = [] if loss_scaling else [v for v in variables if len(tf1.get_collection("dense_inputs/" + v.op.name)) > 1]
                 # GATE_NONE: the default gating makes all gradients of an op wait for each other, which
                 # forces the filter gradients of layers nobody trains (the frozen VGG16, D in G's step).
-                return optimizer.compute_gradients(loss, tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope + "/"),
-                                                   gate_gradients=tf1.train.Optimizer.GATE_NONE)
+                grads = optimizer.compute_gradients(loss, [v for v in variables if v not in stacked],
+                                                    gate_gradients=tf1.train.Optimizer.GATE_NONE)
+                # After all other gradients, when the backward pass reads these kernels no more: Adam then updates
+                # them in place, where before it would first copy them (537 MB for D's first dense layer).
+                with tf.control_dependencies([g for g, _ in grads]):
+                    return grads + stacked_gradients(loss, stacked)
 
             def updates(*scopes):  # "discriminator" also matches the second call's "discriminator_1"
                 return [op for scope in scopes for op in tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, scope)]

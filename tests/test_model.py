@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import model as model_module
+import train
 from model import SRGAN
 
 tf1 = tf.compat.v1
@@ -217,3 +219,50 @@ def test_fused_gan_step_makes_both_alternating_updates_from_one_forward_pass(bui
             # Adam's first step is lr * sign(gradient): allow the signs of near-zero gradients to differ.
             close = np.isclose(fused[prefix][name], alone[prefix][name], rtol=0, atol=1e-6)
             assert close.mean() > 0.99, name
+
+
+def test_stacked_gradient_of_the_discriminator_dense_kernels_equals_autodiff(vgg_weights):
+    """One matmul over both D calls' inputs gives what tf.gradients gives as a sum of one gradient per call."""
+    graph = tf.Graph()
+    with graph.as_default():
+        lr, hr = (tf1.placeholder(tf.float32, [1, s, s, 3]) for s in (HR // 4, HR))
+        model = SRGAN(lr, hr, blocks=BLOCKS)
+        kernels = [v for v in tf1.trainable_variables("discriminator/") if v.op.name.endswith("kernel") and "dense" in v.op.name]
+        autodiff = tf.gradients(model.d_loss, kernels)
+        stacked = [g for g, _ in model_module.stacked_gradients(model.d_loss, kernels)]
+        init = tf1.global_variables_initializer()
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        model.vgg.load(sess, vgg_weights)
+        ours, theirs = sess.run((stacked, autodiff), {lr: batch(3)[0], hr: batch(3)[1]})
+    assert len(kernels) == 2
+    for kernel, a, b in zip(kernels, ours, theirs):
+        assert np.abs(a).max() > 0, kernel.name
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7 * np.abs(b).max(), err_msg=kernel.name)
+
+
+def test_discriminator_step_makes_one_dense_kernel_gradient_after_all_other_gradients(built, session):
+    """The D step runs one kernel-sized gradient matmul for D's first dense layer, not one per call plus
+    their sum; and the kernel's update waits for every other gradient of D, so that the backward pass
+    no longer reads the kernel and Adam need not copy it first (537 MB each at 256x256)."""
+    graph, model, _, _ = built
+    kernel = variables(graph, "discriminator/dense0/kernel:0")["discriminator/dense0/kernel:0"]
+    trace = tf1.RunMetadata()
+    session.run(model.d_train_op, feed(model), options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), run_metadata=trace)
+    kernel_sized = [n.node_name for d in trace.step_stats.dev_stats for n in d.node_stats
+                    if not n.node_name.endswith("ReadVariableOp") and any(
+                        [d.size for d in o.tensor_description.shape.dim] == kernel.shape.as_list() for o in n.output)]
+    assert kernel_sized == ["optimizers/d_step/MatMul"]
+
+    updates = {op.inputs[0].op.name: op for op in graph.get_operations()
+               if op.type == "ResourceApplyAdam" and op.name.startswith("optimizers/d_step/")}
+    assert len(updates) == len(tf1.trainable_variables("discriminator/"))
+    before, stack = set(), [updates.pop(kernel.op.name)]
+    updates.pop("discriminator/dense1/kernel")  # the other kernel both calls share: a stacked gradient too
+    while stack:
+        op = stack.pop()
+        if op not in before:
+            before.add(op)
+            stack.extend([t.op for t in op.inputs] + list(op.control_inputs))
+    assert all(update.inputs[-1].op in before for update in updates.values())
+
