@@ -86,10 +86,13 @@ def prelu(x, name="prelu"):
         return tf.maximum(x, 0.0) + alpha * tf.minimum(x, 0.0)
 
 
+@tf.custom_gradient
 def lrelu(x):
-    """LeakyReLU(0.2) as max(x, 0.2 x): TF 2.21's remapper fails on the graph when tf.nn.leaky_relu
-    follows a conv whose output its gradient reads, and then optimizes none of it."""
-    return tf.maximum(x, 0.2 * x)
+    """LeakyReLU(0.2). Its gradient reads the output, which has the input's sign: then the conv before
+    it has a single reader, which TF 2.21's remapper needs to fuse the two (it fails on the whole graph
+    otherwise), and the max(x, 0.2 x) formulation's four-op gradient becomes one LeakyReluGrad."""
+    y = tf.nn.leaky_relu(x, 0.2)
+    return y, lambda dy: tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=0.2)
 
 
 def sigmoid_cross_entropy(label, logits):

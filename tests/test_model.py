@@ -266,3 +266,16 @@ def test_discriminator_step_makes_one_dense_kernel_gradient_after_all_other_grad
             stack.extend([t.op for t in op.inputs] + list(op.control_inputs))
     assert all(update.inputs[-1].op in before for update in updates.values())
 
+
+def test_lrelu_and_its_gradient_read_from_the_output():
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.constant(np.linspace(-3, 3, 61, dtype=np.float32)[np.abs(np.linspace(-3, 3, 61)) > 1e-6])
+        dy = tf.constant(np.random.default_rng(0).normal(size=60).astype(np.float32))
+        y = model_module.lrelu(x)
+        dx, = tf.gradients(y, x, dy)
+        with tf1.Session() as sess:
+            x, dy, y, dx = sess.run((x, dy, y, dx))
+    slope = np.where(x > 0, 1.0, 0.2)
+    np.testing.assert_allclose(y, slope * x, rtol=1e-6)
+    np.testing.assert_allclose(dx, slope * dy, rtol=1e-6)
