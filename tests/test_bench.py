@@ -78,3 +78,6 @@ def test_reduced_precision_trains_with_float32_variables(precision):
             if not {"avx512_bf16", "amx_bf16"} & set(f.read().split()):
                 pytest.skip("this CPU has no AVX512_BF16 or AMX: TensorFlow keeps the graph in float32")
         assert any(op.endswith("Conv2D") and t == tf.bfloat16.as_datatype_enum for op, t in types), sorted(types)[:20]
+        # D's dense layers stream their kernel: they stay in float32.
+        matmuls = {t for op, t in types if op.endswith("MatMul")}
+        assert matmuls == {tf.float32.as_datatype_enum}, sorted(types)
