@@ -43,13 +43,18 @@ def dense(x, units, name="dense"):
         return tf.nn.bias_add(y, b)
 
 
+def dense_calls(kernel):
+    """([input of each call], [product of each call]) of a dense kernel, as dense() recorded them."""
+    return tf1.get_collection("dense_inputs/" + kernel.op.name), tf1.get_collection("dense_outputs/" + kernel.op.name)
+
+
 def stacked_gradients(loss, kernels):
     """[(d loss / d kernel, kernel)] for dense kernels called more than once, each as one matmul of all
     calls' inputs, stacked, by the gradients of their products. Autodiff would make one kernel-sized
     gradient per call and add them: for D's 131072x1024 layer two 537 MB tensors more per step."""
     grads = []
     for w in kernels:
-        inputs, outputs = (tf1.get_collection(kind + w.op.name) for kind in ("dense_inputs/", "dense_outputs/"))
+        inputs, outputs = dense_calls(w)
         output_grads = tf.gradients(loss, outputs)
         grads.append((tf.matmul(tf.concat(inputs, 0), tf.concat(output_grads, 0), transpose_a=True), w))
     return grads
@@ -203,7 +208,7 @@ class SRGAN:
             def gradients(optimizer, loss, scope):
                 variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope + "/")
                 # D's dense kernels serve both of its calls. Loss scaling must unscale every gradient itself.
-                stacked = [] if loss_scaling else [v for v in variables if len(tf1.get_collection("dense_inputs/" + v.op.name)) > 1]
+                stacked = [] if loss_scaling else [v for v in variables if len(dense_calls(v)[0]) > 1]
                 # GATE_NONE: the default gating makes all gradients of an op wait for each other, which
                 # forces the filter gradients of layers nobody trains (the frozen VGG16, D in G's step).
                 grads = optimizer.compute_gradients(loss, [v for v in variables if v not in stacked],
