@@ -6,11 +6,14 @@ import subprocess
 import sys
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import tensorflow as tf
 
 import train as train_py
 from conftest import ROOT
+
+tf1 = tf.compat.v1
 
 TINY = ["--dataset", "sample", "--hr-size", "32", "--blocks", "2", "--save-every", "2", "--sample-every", "2",
         "--summary-every", "1", "--image-every", "2"]
@@ -146,8 +149,6 @@ def test_docs_figures_are_drawn_from_two_runs(pretrained, tmp_path):
 def test_adam_slots_start_as_their_own_zeros_not_as_a_constant_kept_for_the_session():
     """With grappler's constant folding, the zero initial values of Adam's slots become constants that
     the initializer's executor keeps for the session's life: 1.1 GB more after D's first step at 256x256."""
-    import numpy as np
-    tf1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
         kernel = tf1.get_variable("kernel", [4096, 4096])  # 64 MB; smaller ones keep other buffers
