@@ -18,6 +18,7 @@ CONTENT_LOSSES = ("vgg", "mse", "mse+vgg")
 SCALE = 4  # the generator's two x2 sub-pixel steps
 VGG_RESCALE = 1 / 12.75  # the paper rescales VGG features so the VGG loss is comparable to the MSE
 ADV_WEIGHT = 1e-3  # the paper's weight of the adversarial loss in the perceptual loss
+DENSE_SHARD_BYTES = 16 << 20
 PHASES = ("pretrain", "gan", "done")
 
 
@@ -32,32 +33,35 @@ def conv2d(x, filters, kernel, stride=1, name="conv"):
 
 
 def dense(x, units, name="dense"):
-    """Fully connected layer. Each call's input and product are recorded under the kernel's name, so
-    that the gradient of a kernel shared by several calls can be taken in one matmul (stacked_gradients)."""
+    """Fully connected layer. Its kernel is stored in row shards of at most DENSE_SHARD_BYTES (one
+    checkpoint entry all the same), so that D's 537 MB kernel can take its gradient and Adam update
+    shard by shard. Each call's input and product are recorded per shard, so that the gradient of a
+    kernel shared by several calls can be taken in one matmul (stacked_gradients)."""
     with tf1.variable_scope(name):
-        w = tf1.get_variable("kernel", [x.shape[-1], units])
+        kernel = tf1.get_variable("kernel", [x.shape[-1], units], partitioner=tf1.variable_axis_size_partitioner(DENSE_SHARD_BYTES))
         b = tf1.get_variable("bias", [units], initializer=tf1.zeros_initializer())
-        y = tf.matmul(x, w)
-        tf1.add_to_collection("dense_inputs/" + w.op.name, x)
-        tf1.add_to_collection("dense_outputs/" + w.op.name, y)
-        return tf.nn.bias_add(y, b)
+        shards = list(kernel)
+        products = []
+        for x_rows, w in zip(tf.split(x, [w.shape[0] for w in shards], axis=1), shards):
+            products.append(tf.matmul(x_rows, w))
+            tf1.add_to_collection("dense_inputs/" + w.op.name, x_rows)
+            tf1.add_to_collection("dense_outputs/" + w.op.name, products[-1])
+        return tf.nn.bias_add(tf.add_n(products), b)
 
 
 def dense_calls(kernel):
-    """([input of each call], [product of each call]) of a dense kernel, as dense() recorded them."""
+    """([input of each call], [product of each call]) of a dense kernel shard, as dense() recorded them."""
     return tf1.get_collection("dense_inputs/" + kernel.op.name), tf1.get_collection("dense_outputs/" + kernel.op.name)
 
 
 def stacked_gradients(loss, kernels):
-    """[(d loss / d kernel, kernel)] for dense kernels called more than once, each as one matmul of all
-    calls' inputs, stacked, by the gradients of their products. Autodiff would make one kernel-sized
-    gradient per call and add them: for D's 131072x1024 layer two 537 MB tensors more per step."""
-    grads = []
-    for w in kernels:
-        inputs, outputs = dense_calls(w)
-        output_grads = tf.gradients(loss, outputs)
-        grads.append((tf.matmul(tf.concat(inputs, 0), tf.concat(output_grads, 0), transpose_a=True), w))
-    return grads
+    """[(d loss / d kernel, kernel)] for dense kernel shards called more than once, each as one matmul of
+    all calls' inputs, stacked, by the gradients of their products. Autodiff would make one gradient per
+    call and add them: for D's 131072x1024 layer two 537 MB tensors more per step."""
+    calls = [dense_calls(w) for w in kernels]
+    output_grads = iter(tf.gradients(loss, [y for _, outputs in calls for y in outputs]))
+    return [(tf.matmul(tf.concat(inputs, 0), tf.concat([next(output_grads) for _ in outputs], 0), transpose_a=True), w)
+            for w, (inputs, outputs) in zip(kernels, calls)]
 
 
 def batch_norm(x, training, name="bn", momentum=0.99, epsilon=1e-3):

@@ -221,13 +221,17 @@ def test_fused_gan_step_makes_both_alternating_updates_from_one_forward_pass(bui
             assert close.mean() > 0.99, name
 
 
-def test_stacked_gradient_of_the_discriminator_dense_kernels_equals_autodiff(vgg_weights):
-    """One matmul over both D calls' inputs gives what tf.gradients gives as a sum of one gradient per call."""
+SHARD_BYTES = 1 << 20  # D's first dense kernel at HR 32 (2048 x 1024, 8 MB) in 8 shards, as the 537 MB one is at 256
+
+
+def test_stacked_gradient_of_the_discriminator_dense_kernels_equals_autodiff(vgg_weights, monkeypatch):
+    """One matmul per shard over both D calls' inputs gives what tf.gradients gives as a sum of one gradient per call."""
+    monkeypatch.setattr(model_module, "DENSE_SHARD_BYTES", SHARD_BYTES)
     graph = tf.Graph()
     with graph.as_default():
         lr, hr = (tf1.placeholder(tf.float32, [1, s, s, 3]) for s in (HR // 4, HR))
         model = SRGAN(lr, hr, blocks=BLOCKS)
-        kernels = [v for v in tf1.trainable_variables("discriminator/") if v.op.name.endswith("kernel") and "dense" in v.op.name]
+        kernels = [v for v in tf1.trainable_variables("discriminator/") if "/kernel/part_" in v.op.name and "dense" in v.op.name]
         autodiff = tf.gradients(model.d_loss, kernels)
         stacked = [g for g, _ in model_module.stacked_gradients(model.d_loss, kernels)]
         init = tf1.global_variables_initializer()
@@ -235,36 +239,69 @@ def test_stacked_gradient_of_the_discriminator_dense_kernels_equals_autodiff(vgg
         sess.run(init)
         model.vgg.load(sess, vgg_weights)
         ours, theirs = sess.run((stacked, autodiff), {lr: batch(3)[0], hr: batch(3)[1]})
-    assert len(kernels) == 2
+    assert len(kernels) == 8 + 1
     for kernel, a, b in zip(kernels, ours, theirs):
         assert np.abs(a).max() > 0, kernel.name
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7 * np.abs(b).max(), err_msg=kernel.name)
 
 
-def test_discriminator_step_makes_one_dense_kernel_gradient_after_all_other_gradients(built, session):
-    """The D step runs one kernel-sized gradient matmul for D's first dense layer, not one per call plus
-    their sum; and the kernel's update waits for every other gradient of D, so that the backward pass
-    no longer reads the kernel and Adam need not copy it first (537 MB each at 256x256)."""
-    graph, model, _, _ = built
-    kernel = variables(graph, "discriminator/dense0/kernel:0")["discriminator/dense0/kernel:0"]
+def test_discriminator_step_takes_the_dense_kernel_gradient_shard_by_shard_after_all_other_gradients(vgg_weights, monkeypatch):
+    """The D step never holds a gradient of D's whole first dense kernel (537 MB at 256x256): it runs one
+    gradient matmul per shard, over both calls at once; and each shard's update waits for every other
+    gradient of D, so that the backward pass no longer reads the kernel and Adam need not copy it first."""
+    monkeypatch.setattr(model_module, "DENSE_SHARD_BYTES", SHARD_BYTES)
+    graph, model, init, _ = build()
+    shards = [v for v in graph.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES) if "dense0/kernel/part_" in v.op.name]
+    assert len(shards) == 8 and all(w.shape.as_list() == [256, 1024] for w in shards)
     trace = tf1.RunMetadata()
-    session.run(model.d_train_op, feed(model), options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), run_metadata=trace)
-    kernel_sized = [n.node_name for d in trace.step_stats.dev_stats for n in d.node_stats
-                    if not n.node_name.endswith("ReadVariableOp") and any(
-                        [d.size for d in o.tensor_description.shape.dim] == kernel.shape.as_list() for o in n.output)]
-    assert kernel_sized == ["optimizers/d_step/MatMul"]
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        model.vgg.load(sess, vgg_weights)
+        sess.run(model.d_train_op, feed(model), options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), run_metadata=trace)
+    shapes = {n.node_name: [[d.size for d in o.tensor_description.shape.dim] for o in n.output]
+              for d in trace.step_stats.dev_stats for n in d.node_stats}
+    assert not [name for name, outputs in shapes.items() if [2048, 1024] in outputs]
+    shard_gradients = [name for name, outputs in shapes.items()
+                       if name.startswith("optimizers/d_step/") and not name.endswith("ReadVariableOp") and [256, 1024] in outputs]
+    assert len(shard_gradients) == 8, shard_gradients
 
     updates = {op.inputs[0].op.name: op for op in graph.get_operations()
                if op.type == "ResourceApplyAdam" and op.name.startswith("optimizers/d_step/")}
-    assert len(updates) == len(tf1.trainable_variables("discriminator/"))
-    before, stack = set(), [updates.pop(kernel.op.name)]
-    updates.pop("discriminator/dense1/kernel")  # the other kernel both calls share: a stacked gradient too
-    while stack:
-        op = stack.pop()
-        if op not in before:
-            before.add(op)
-            stack.extend([t.op for t in op.inputs] + list(op.control_inputs))
-    assert all(update.inputs[-1].op in before for update in updates.values())
+    assert len(updates) == len(graph.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, "discriminator/"))
+    stacked = [updates.pop(w.op.name) for w in shards] + [updates.pop("discriminator/dense1/kernel/part_0")]
+    for update in stacked:
+        before, stack = set(), [update]
+        while stack:
+            op = stack.pop()
+            if op not in before:
+                before.add(op)
+                stack.extend([t.op for t in op.inputs] + list(op.control_inputs))
+        assert all(other.inputs[-1].op in before for other in updates.values()), update.name
+
+
+def test_checkpoint_holds_each_dense_kernel_whole_whatever_its_shards(tmp_path, monkeypatch):
+    """A checkpoint written with D's first dense kernel in 8 shards has it as one 2048 x 1024 entry (and
+    its Adam slots likewise), and restores into a graph that keeps the kernel in one piece."""
+    monkeypatch.setattr(model_module, "DENSE_SHARD_BYTES", SHARD_BYTES)
+    graph, model, init, saver = build("mse")
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        sess.run(model.d_train_op, feed(model))
+        sharded = saver.save(sess, str(tmp_path / "sharded"))
+    entries = dict(tf.train.list_variables(sharded))
+    assert entries["discriminator/dense0/kernel"] == [2048, 1024]
+    assert entries["discriminator/dense0/kernel/d_adam"] == [2048, 1024]
+    assert not [name for name in entries if "part_" in name]
+    monkeypatch.undo()
+    graph, model, init, saver = build("mse")
+    assert len([v for v in graph.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES) if "dense0/kernel" in v.op.name]) == 1
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        saver.restore(sess, sharded)
+        whole = saver.save(sess, str(tmp_path / "whole"))
+    assert dict(tf.train.list_variables(whole)) == entries
+    for name in entries:
+        np.testing.assert_array_equal(tf.train.load_variable(whole, name), tf.train.load_variable(sharded, name), err_msg=name)
 
 
 def test_lrelu_and_its_gradient_read_from_the_output():
