@@ -197,7 +197,8 @@ def build_model(cfg, lr, hr):
     decay_step = cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None
     cosine_iters = cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None
     return SRGAN(lr, hr, cfg["blocks"], cfg["content_loss"], cfg["vgg_layer"], cfg["learning_rate"], cfg["beta1"],
-                 decay_step, cfg["precision"] == "mixed_float16", cfg["pretrain_lr"], cfg["warmup_iters"], cosine_iters)
+                 decay_step, cfg["precision"] == "mixed_float16", cfg["pretrain_lr"], cfg["warmup_iters"], cosine_iters,
+                 cfg["gan_update"] == "fused")
 
 
 def check_free_space(run_dir, checkpoint_bytes, kept):

@@ -56,7 +56,7 @@ def partition_graph_types(sess, fetch):
 
 @pytest.mark.parametrize("precision", ["bf16", "mixed_float16"])
 def test_reduced_precision_trains_with_float32_variables(precision):
-    cfg = dict(train.DEFAULTS, blocks=1, hr_size=32, content_loss="mse", precision=precision)
+    cfg = dict(train.DEFAULTS, blocks=1, hr_size=32, content_loss="mse", precision=precision, gan_update="fused")
     rng = np.random.default_rng(0)
     with tf.Graph().as_default() as graph:
         lr = tf.constant(rng.uniform(-1, 1, (1, 8, 8, 3)), tf.float32)
