@@ -30,7 +30,8 @@ FLOP_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul")
 # ----------------------------------------------------------------------------- counting
 
 def op_flops(op):
-    """Multiply-adds x 2 of one conv or matmul op, from its static shapes; 0 for every other op."""
+    """Multiply-adds x 2 of one conv or matmul op, from its static shapes; 0 for every other op. The
+    convs of model.conv2d_on_blocks count the convolution they compute, not their kernel's zero taps."""
     if op.type == "MatMul":
         a, b = (t.shape.as_list() for t in op.inputs)
         m, k = a[::-1] if op.get_attr("transpose_a") else a
@@ -45,7 +46,22 @@ def op_flops(op):
         kh, kw, cin, _ = kernel.shape
     else:
         return 0
-    return 2 * output.num_elements() * kh * kw * cin
+    taps = layer_taps(op) if "/on_blocks/" in op.name else kh * kw * cin
+    return 2 * output.num_elements() * taps  # on blocks as many outputs as the direct convolution's
+
+
+def layer_taps(op):
+    """kh * kw * cin of the kernel variable of the conv2d layer that `op` (forward or gradient) computes on
+    blocks: "optimizers/g_step/gradients/generator/conv_out/on_blocks/..." -> "generator/conv_out/kernel"."""
+    scope = op.name.split("/on_blocks/")[0].split("/")
+    for start in range(len(scope)):
+        try:
+            kernel = op.graph.get_operation_by_name("/".join(scope[start:] + ["kernel"]))
+        except KeyError:
+            continue
+        kh, kw, cin, _ = (d.size for d in kernel.get_attr("shape").dim)
+        return kh * kw * cin
+    raise ValueError(f"no kernel variable for {op.name}")
 
 
 def graph_flops(fetches):

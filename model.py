@@ -7,6 +7,8 @@ for weights, name_scope for a readable TensorBoard graph, explicit UPDATE_OPS fo
 import math
 import os
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
@@ -24,12 +26,34 @@ PHASES = ("pretrain", "gan", "done")
 
 # ----------------------------------------------------------------------------- layers
 
-def conv2d(x, filters, kernel, stride=1, name="conv"):
-    """kernel x kernel convolution with bias, SAME padding (the paper's k{kernel}n{filters}s{stride})."""
+def conv2d(x, filters, kernel, stride=1, name="conv", blocks=1):
+    """kernel x kernel convolution with bias, SAME padding (the paper's k{kernel}n{filters}s{stride}),
+    computed on blocks x blocks pixels when blocks > 1 (conv2d_on_blocks; stride 1)."""
     with tf1.variable_scope(name):
         w = tf1.get_variable("kernel", [kernel, kernel, x.shape[-1], filters])
         b = tf1.get_variable("bias", [filters], initializer=tf1.zeros_initializer())
-        return tf.nn.bias_add(tf.nn.conv2d(x, w, stride, "SAME"), b)
+        y = conv2d_on_blocks(x, w, blocks) if blocks > 1 else tf.nn.conv2d(x, w, stride, "SAME")
+        return tf.nn.bias_add(y, b)
+
+
+def conv2d_on_blocks(x, w, r):
+    """tf.nn.conv2d(x, w, 1, "SAME") for an odd kernel w and x's height and width divisible by r, computed
+    as a convolution of r x r blocks of pixels (space_to_depth) by a kernel rearranged from w. oneDNN pads
+    a convolution's output channels to 16: the generator's k9n3 layer does 5x the work it needs, while on
+    2x2 blocks it has 12 output channels, for 1.23x the taps (the rest are zeros): 2.3x faster, both ways."""
+    with tf1.name_scope("on_blocks"):
+        k, cin, cout = w.shape[0], w.shape[2], w.shape[3]
+        reach = (k // 2 + r - 1) // r  # blocks the kernel reaches on each side
+        taps = 2 * reach + 1
+        # offset[a, p, i]: the kernel row that joins input row p of block a (relative) to output row i of block 0
+        offset = r * np.arange(-reach, reach + 1)[:, None, None] + np.arange(r)[:, None] - np.arange(r) + k // 2
+        inside = (offset >= 0) & (offset < k)
+        rows, cols = offset[:, None, :, None, :, None], offset[None, :, None, :, None, :]
+        tap = np.where(inside[:, None, :, None, :, None] & inside[None, :, None, :, None, :], rows * k + cols, k * k)
+        flat = tf.concat([tf.reshape(w, [k * k, cin * cout]), tf.zeros([1, cin * cout])], 0)  # tap k*k: zeros
+        blocked = tf.reshape(tf.gather(flat, tap), [taps, taps, r, r, r, r, cin, cout])  # a b p q i j cin cout
+        kernel = tf.reshape(tf.transpose(blocked, [0, 1, 2, 3, 6, 4, 5, 7]), [taps, taps, r * r * cin, r * r * cout])
+        return tf.nn.depth_to_space(tf.nn.conv2d(tf.nn.space_to_depth(x, r), kernel, 1, "SAME"), r)
 
 
 def dense(x, units, name="dense"):
@@ -156,7 +180,7 @@ class SRGAN:
             for i in range(2):
                 with tf1.variable_scope(f"upsample{i}"):
                     x = prelu(tf.nn.depth_to_space(conv2d(x, 256, 3), 2))
-            return tf.tanh(conv2d(x, 3, 9, name="conv_out"))
+            return tf.tanh(conv2d(x, 3, 9, name="conv_out", blocks=2))  # height and width even after the sub-pixel steps
 
     def Discriminator(self, x, reuse=False):
         """k3n64s1 LReLU; 7 x (conv, BN, LReLU) with (n, s) below; dense 1024 LReLU; dense 1.

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import bench
+import model
 import train
 from conftest import ROOT
 
@@ -27,6 +28,17 @@ def test_conv_and_matmul_flops_equal_the_hand_count():
         assert bench.graph_flops([grad_x, grad_k]) == 3 * forward
         a, b = tf1.placeholder(tf.float32, [5, 7]), tf1.placeholder(tf.float32, [11, 7])
         assert bench.graph_flops(tf.matmul(a, b, transpose_b=True)) == 2 * 5 * 7 * 11
+
+
+def test_a_convolution_on_blocks_counts_the_flops_of_the_direct_one():
+    """Not those of the blocked kernel's zero taps: k9n3 on 2x2 blocks multiplies 1.23x as many."""
+    with tf.Graph().as_default():
+        x = tf1.placeholder(tf.float32, [1, 32, 32, 64])
+        y = model.conv2d(x, 3, 9, name="conv_out", blocks=2)
+        forward = 2 * 32 * 32 * 3 * 9 * 9 * 64
+        assert bench.graph_flops(y) == forward
+        grad_x, grad_k = tf.gradients(tf.reduce_sum(tf.square(y)), [x, tf1.trainable_variables("conv_out/kernel")[0]])
+        assert bench.graph_flops([grad_x, grad_k]) == 3 * forward
 
 
 def test_bench_runs_end_to_end_on_a_tiny_configuration(tmp_path, vgg_weights):

@@ -326,3 +326,22 @@ def test_lrelu_and_its_gradient_read_from_the_output():
     slope = np.where(x > 0, 1.0, 0.2)
     np.testing.assert_allclose(y, slope * x, rtol=1e-6)
     np.testing.assert_allclose(dx, slope * dy, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernel, blocks, height, width", [(9, 2, 12, 10), (3, 2, 8, 8), (9, 4, 16, 12), (5, 3, 9, 6), (1, 2, 4, 6)])
+def test_convolution_on_blocks_equals_the_direct_convolution_and_its_gradients(kernel, blocks, height, width):
+    rng = np.random.default_rng(kernel + blocks)
+    x_value = rng.normal(size=(2, height, width, 8)).astype(np.float32)
+    w_value = rng.normal(size=(kernel, kernel, 8, 3)).astype(np.float32)
+    dy_value = rng.normal(size=(2, height, width, 3)).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        x, w, dy = tf.constant(x_value), tf.constant(w_value), tf.constant(dy_value)
+        direct = tf.nn.conv2d(x, w, 1, "SAME")
+        on_blocks = model_module.conv2d_on_blocks(x, w, blocks)
+        grads = [tf.gradients(y, [x, w], dy) for y in (direct, on_blocks)]
+    with tf1.Session(graph=graph) as sess:
+        (want, got), (want_grads, got_grads) = sess.run([(direct, on_blocks), grads])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    for a, b in zip(got_grads, want_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
