@@ -64,8 +64,8 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def _sample_dir():
-    """skimage/data, found without importing scikit-image."""
+def sample_dir():
+    """skimage/data, the `sample` dataset's photos, found without importing scikit-image."""
     spec = importlib.util.find_spec("skimage")
     return os.path.join(os.path.dirname(spec.origin), "data") if spec else "<scikit-image>/data"
 
@@ -75,7 +75,7 @@ def list_images(dataset, data_dir=None):
     if dataset not in _LAYOUTS:
         raise DataError(f"unknown dataset {dataset!r}: choose one of {', '.join(_LAYOUTS)}")
     what, patterns, layout, source = _LAYOUTS[dataset]
-    root = _sample_dir() if dataset == "sample" else (data_dir or os.path.join("data", dataset))
+    root = sample_dir() if dataset == "sample" else (data_dir or os.path.join("data", dataset))
     # glob skips hidden files and directories; "**" only recurses for the folder layout
     found = [os.path.join(root, rel) for pattern in patterns for rel in glob.glob(pattern, root_dir=root, recursive=True)]
     paths = sorted(os.path.abspath(p) for p in found if p.lower().endswith(IMAGE_EXTS) and os.path.isfile(p))

@@ -39,7 +39,7 @@ def labelled(image, text, font):
 
 def comparison(photo, upscalers, font):
     """The labelled row of zoomed details: bicubic, each upscaler's SR, HR."""
-    hr, lr = utils.bicubic_pair(utils.load_image(os.path.join(utils._sample_dir(), photo)), SCALE)
+    hr, lr = utils.bicubic_pair(utils.load_image(os.path.join(utils.sample_dir(), photo)), SCALE)
     columns = [("bicubic", utils.imresize(lr, SCALE))] + [(name, up.upscale(lr)) for name, up in upscalers.items()]
     top, left, size = DETAILS[photo]
     crop = np.s_[top:top + size, left:left + size]
