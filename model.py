@@ -20,7 +20,7 @@ CONTENT_LOSSES = ("vgg", "mse", "mse+vgg")
 SCALE = 4  # the generator's two x2 sub-pixel steps
 VGG_RESCALE = 1 / 12.75  # the paper rescales VGG features so the VGG loss is comparable to the MSE
 ADV_WEIGHT = 1e-3  # the paper's weight of the adversarial loss in the perceptual loss
-DENSE_SHARD_BYTES = 16 << 20
+DENSE_SHARD_BYTES = 16 << 20  # dense(): D's 131072x1024 kernel at 256x256 in 32 row shards
 PHASES = ("pretrain", "gan", "done")
 
 
@@ -62,7 +62,8 @@ def dense(x, units, name="dense"):
     shard by shard. Each call's input and product are recorded per shard, so that the gradient of a
     kernel shared by several calls can be taken in one matmul (stacked_gradients)."""
     with tf1.variable_scope(name):
-        kernel = tf1.get_variable("kernel", [x.shape[-1], units], partitioner=tf1.variable_axis_size_partitioner(DENSE_SHARD_BYTES))
+        kernel = tf1.get_variable("kernel", [x.shape[-1], units],
+                                  partitioner=tf1.variable_axis_size_partitioner(DENSE_SHARD_BYTES))
         b = tf1.get_variable("bias", [units], initializer=tf1.zeros_initializer())
         shards = list(kernel)
         products = []
@@ -81,7 +82,7 @@ def dense_calls(kernel):
 def stacked_gradients(loss, kernels):
     """[(d loss / d kernel, kernel)] for dense kernel shards called more than once, each as one matmul of
     all calls' inputs, stacked, by the gradients of their products. Autodiff would make one gradient per
-    call and add them: for D's 131072x1024 layer two 537 MB tensors more per step."""
+    call and add them: for D's 131072x1024 layer twice its 537 MB more per step, in all."""
     calls = [dense_calls(w) for w in kernels]
     output_grads = iter(tf.gradients(loss, [y for _, outputs in calls for y in outputs]))
     return [(tf.matmul(tf.concat(inputs, 0), tf.concat([next(output_grads) for _ in outputs], 0), transpose_a=True), w)
@@ -222,7 +223,7 @@ class SRGAN:
         with `cosine_iters`, lowered along a half cosine to 0 at that step.
 
         `fused_gan_step` adds gan_train_op (--gan-update fused), a second copy of both networks'
-        gradients: 2,600 ops and 0.14 GB of resident memory that an alternating run does without."""
+        gradients: 2,600 ops and 0.07-0.14 GB of resident memory that an alternating run does without."""
         with tf1.name_scope("optimizers"):
             step = tf.cast(self.global_step, tf.float32)
             gan_rate = tf.constant(learning_rate)
