@@ -4,7 +4,6 @@ import pytest
 import tensorflow as tf
 
 import model as model_module
-import train
 from model import SRGAN
 
 tf1 = tf.compat.v1
@@ -195,7 +194,7 @@ def test_checkpoint_round_trip_restores_step_phase_and_every_variable(tmp_path):
 
 
 def test_fused_gan_step_is_built_only_when_asked_for(built):
-    """An alternating run does without the fused step's second copy of every gradient (0.14 GB resident)."""
+    """An alternating run does without the fused step's second copy of every gradient (0.07-0.14 GB resident)."""
     graph, model, _, _ = build()
     assert model.gan_train_op is None
     assert not [op.name for op in graph.get_operations() if op.name.startswith("optimizers/gan_step")]
