@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import tensorflow as tf
 
+import model
 import train
 import utils
 
@@ -46,14 +47,14 @@ def op_flops(op):
         kh, kw, cin, _ = kernel.shape
     else:
         return 0
-    taps = layer_taps(op) if "/on_blocks/" in op.name else kh * kw * cin
+    taps = layer_taps(op) if f"/{model.ON_BLOCKS_SCOPE}/" in op.name else kh * kw * cin
     return 2 * output.num_elements() * taps  # on blocks as many outputs as the direct convolution's
 
 
 def layer_taps(op):
     """kh * kw * cin of the kernel variable of the conv2d layer that `op` (forward or gradient) computes on
     blocks: "optimizers/g_step/gradients/generator/conv_out/on_blocks/..." -> "generator/conv_out/kernel"."""
-    scope = op.name.split("/on_blocks/")[0].split("/")
+    scope = op.name.split(f"/{model.ON_BLOCKS_SCOPE}/")[0].split("/")
     for start in range(len(scope)):
         try:
             kernel = op.graph.get_operation_by_name("/".join(scope[start:] + ["kernel"]))
@@ -141,14 +142,14 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
         tf1.set_random_seed(cfg["seed"])
         # A dataset, not constants: grappler would fold whatever depends only on constants (VGG of HR).
         lr, hr = tf1.data.make_one_shot_iterator(tf.data.Dataset.from_tensors(batch).repeat()).get_next()
-        model = train.build_model(cfg, lr, hr)
+        srgan = train.build_model(cfg, lr, hr)
         init = tf1.global_variables_initializer()
         graph.finalize()
         sess = tf1.Session(graph=graph, config=train.session_config(cfg["precision"]))
     sess.run(init)  # random weights: the same arithmetic as trained ones
 
-    gan = [model.gan_train_op] if cfg["gan_update"] == "fused" else [model.d_train_op, model.g_train_op]
-    steps = {"pretrain": [model.pretrain_op], "d_step": [model.d_train_op], "g_step": [model.g_train_op],
+    gan = [srgan.gan_train_op] if cfg["gan_update"] == "fused" else [srgan.d_train_op, srgan.g_train_op]
+    steps = {"pretrain": [srgan.pretrain_op], "d_step": [srgan.d_train_op], "g_step": [srgan.g_train_op],
              "gan_iteration": gan}
     results = {}
     for name, ops in steps.items():
@@ -159,10 +160,10 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
             results[name] = (seconds, sum(graph_flops(op) for op in ops))
         print(f"  {name}: {1000 * seconds:.1f} ms", file=sys.stderr)
     # The inference path has no static spatial shape: its FLOPs are the training generator's, by area.
-    generator_flops = graph_flops(model.Gz) / cfg["batch_size"] / (size // train.SCALE) ** 2
+    generator_flops = graph_flops(srgan.Gz) / cfg["batch_size"] / (size // train.SCALE) ** 2
     for lr_size in infer_sizes:
         image = rng.uniform(-1, 1, (1, lr_size, lr_size, 3)).astype(np.float32)
-        seconds = median_seconds(lambda: sess.run(model.sr_output, {model.lr_input: image}), 1, max(repeats // 2, 1))
+        seconds = median_seconds(lambda: sess.run(srgan.sr_output, {srgan.lr_input: image}), 1, max(repeats // 2, 1))
         results[f"infer_{lr_size}_to_{lr_size * train.SCALE}"] = (seconds, generator_flops * lr_size ** 2)
         print(f"  inference {lr_size}: {1000 * seconds:.1f} ms", file=sys.stderr)
     sess.close()

@@ -22,6 +22,7 @@ VGG_RESCALE = 1 / 12.75  # the paper rescales VGG features so the VGG loss is co
 ADV_WEIGHT = 1e-3  # the paper's weight of the adversarial loss in the perceptual loss
 DENSE_SHARD_BYTES = 16 << 20  # dense(): D's 131072x1024 kernel at 256x256 in 32 row shards
 PHASES = ("pretrain", "gan", "done")
+ON_BLOCKS_SCOPE = "on_blocks"  # conv2d_on_blocks's ops; bench.py counts their FLOPs by it
 
 
 # ----------------------------------------------------------------------------- layers
@@ -41,7 +42,7 @@ def conv2d_on_blocks(x, w, r):
     as a convolution of r x r blocks of pixels (space_to_depth) by a kernel rearranged from w. oneDNN pads
     a convolution's output channels to 16: the generator's k9n3 layer does 5x the work it needs, while on
     2x2 blocks it has 12 output channels, for 1.23x the taps (the rest are zeros): 2.3x faster, both ways."""
-    with tf1.name_scope("on_blocks"):
+    with tf1.name_scope(ON_BLOCKS_SCOPE):
         k, cin, cout = w.shape[0], w.shape[2], w.shape[3]
         reach = (k // 2 + r - 1) // r  # blocks the kernel reaches on each side
         taps = 2 * reach + 1
