@@ -23,6 +23,7 @@ ADV_WEIGHT = 1e-3  # the paper's weight of the adversarial loss in the perceptua
 DENSE_SHARD_BYTES = 16 << 20  # dense(): D's 131072x1024 kernel at 256x256 in 32 row shards
 PHASES = ("pretrain", "gan", "done")
 ON_BLOCKS_SCOPE = "on_blocks"  # conv2d_on_blocks's ops; bench.py counts their FLOPs by it
+DENSE_KERNELS = "dense_kernels"  # the collection of dense() kernel shards, updated after all other gradients
 
 
 # ----------------------------------------------------------------------------- layers
@@ -60,34 +61,17 @@ def conv2d_on_blocks(x, w, r):
 def dense(x, units, name="dense"):
     """Fully connected layer. Its kernel is stored in row shards of at most DENSE_SHARD_BYTES (one
     checkpoint entry all the same), so that D's 537 MB kernel can take its gradient and Adam update
-    shard by shard. Each call's input and product are recorded per shard, so that the gradient of a
-    kernel shared by several calls can be taken in one matmul (stacked_gradients)."""
+    shard by shard: the whole kernel's gradient never exists."""
     with tf1.variable_scope(name):
         kernel = tf1.get_variable("kernel", [x.shape[-1], units],
                                   partitioner=tf1.variable_axis_size_partitioner(DENSE_SHARD_BYTES))
         b = tf1.get_variable("bias", [units], initializer=tf1.zeros_initializer())
         shards = list(kernel)
-        products = []
-        for x_rows, w in zip(tf.split(x, [w.shape[0] for w in shards], axis=1), shards):
-            products.append(tf.matmul(x_rows, w))
-            tf1.add_to_collection("dense_inputs/" + w.op.name, x_rows)
-            tf1.add_to_collection("dense_outputs/" + w.op.name, products[-1])
+        if not tf1.get_variable_scope().reuse:  # once per kernel, not per call
+            for w in shards:
+                tf1.add_to_collection(DENSE_KERNELS, w)
+        products = [tf.matmul(x_rows, w) for x_rows, w in zip(tf.split(x, [w.shape[0] for w in shards], axis=1), shards)]
         return tf.nn.bias_add(tf.add_n(products), b)
-
-
-def dense_calls(kernel):
-    """([input of each call], [product of each call]) of a dense kernel shard, as dense() recorded them."""
-    return tf1.get_collection("dense_inputs/" + kernel.op.name), tf1.get_collection("dense_outputs/" + kernel.op.name)
-
-
-def stacked_gradients(loss, kernels):
-    """[(d loss / d kernel, kernel)] for dense kernel shards called more than once, each as one matmul of
-    all calls' inputs, stacked, by the gradients of their products. Autodiff would make one gradient per
-    call and add them: for D's 131072x1024 layer twice its 537 MB more per step, in all."""
-    calls = [dense_calls(w) for w in kernels]
-    output_grads = iter(tf.gradients(loss, [y for _, outputs in calls for y in outputs]))
-    return [(tf.matmul(tf.concat(inputs, 0), tf.concat([next(output_grads) for _ in outputs], 0), transpose_a=True), w)
-            for w, (inputs, outputs) in zip(kernels, calls)]
 
 
 def batch_norm(x, training, name="bn", momentum=0.99, epsilon=1e-3):
@@ -154,10 +138,14 @@ class SRGAN:
 
         self.lr, self.hr = lr, hr
         self.Gz = self.Generator(lr, blocks, training=True)
-        self.Dx, logits_dx = self.Discriminator(hr)
-        self.Dg, logits_dg = self.Discriminator(self.Gz, reuse=True)
+        features_x, features_g = self.Discriminator(hr), self.Discriminator(self.Gz, reuse=True)
+        # D's loss applies the dense head once to both calls' features, stacked: one read of its 537 MB
+        # kernel (at 256x256) each way instead of one per call, and the kernel's gradient in one matmul.
+        logits_dx, logits_dg = tf.split(self.discriminator_head(tf.concat([features_x, features_g], 0)), 2)
+        logits_adv = self.discriminator_head(features_g, reuse=True)  # G's loss needs G(z)'s alone
+        self.Dx, self.Dg = tf.sigmoid(logits_dx, name="D_x"), tf.sigmoid(logits_dg, name="D_G_z")
         self.vgg = VGG16() if "vgg" in content_loss else None
-        self.build_losses(logits_dx, logits_dg, content_loss, vgg_layer)
+        self.build_losses(logits_dx, logits_dg, logits_adv, content_loss, vgg_layer)
         self.build_optimizers(learning_rate, beta1, lr_decay_step, loss_scaling, pretrain_lr, warmup_iters, cosine_iters,
                               fused_gan_step)
         self.build_summaries()
@@ -184,23 +172,28 @@ class SRGAN:
                     x = prelu(tf.nn.depth_to_space(conv2d(x, 256, 3), 2))
             return tf.tanh(conv2d(x, 3, 9, name="conv_out", blocks=2))  # height and width even after the sub-pixel steps
 
-    def Discriminator(self, x, reuse=False):
-        """k3n64s1 LReLU; 7 x (conv, BN, LReLU) with (n, s) below; dense 1024 LReLU; dense 1.
-        Returns (probability, logit). Batch norm always uses batch statistics here: the
-        discriminator only ever runs while training."""
+    @staticmethod
+    def Discriminator(x, reuse=False):
+        """The convolutional part: k3n64s1 LReLU; 7 x (conv, BN, LReLU) with (n, s) below; flattened.
+        Batch norm always uses batch statistics here: the discriminator only ever runs while training."""
         with tf1.variable_scope("discriminator", reuse=reuse):
             x = lrelu(conv2d(x, 64, 3, name="conv0"))
             for i, (filters, stride) in enumerate([(64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2)], 1):
                 x = lrelu(batch_norm(conv2d(x, filters, 3, stride, name=f"conv{i}"), True, f"bn{i}"))
-            x = tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]])
-            logits = dense(lrelu(dense(x, 1024, "dense0")), 1, "dense1")
-            return tf.sigmoid(logits), logits
+            return tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]])
 
-    def build_losses(self, logits_dx, logits_dg, content_loss, vgg_layer):
-        """d_loss = CE(1, D(x)) + CE(0, D(G(z))); g_loss = content + 1e-3 * CE(1, D(G(z)))."""
+    @staticmethod
+    def discriminator_head(features, reuse=False):
+        """The rest of the discriminator: dense 1024 LReLU; dense 1. Returns the logits."""
+        with tf1.variable_scope("discriminator", reuse=reuse):
+            return dense(lrelu(dense(features, 1024, "dense0")), 1, "dense1")
+
+    def build_losses(self, logits_dx, logits_dg, logits_adv, content_loss, vgg_layer):
+        """d_loss = CE(1, D(x)) + CE(0, D(G(z))); g_loss = content + 1e-3 * CE(1, D(G(z))), the last
+        D(G(z)) from `logits_adv`, the same logits as `logits_dg` computed apart."""
         with tf1.name_scope("losses"):
             self.d_loss = tf.add(sigmoid_cross_entropy(1.0, logits_dx), sigmoid_cross_entropy(0.0, logits_dg), name="d_loss")
-            self.adv_loss = tf.identity(sigmoid_cross_entropy(1.0, logits_dg), name="adv_loss")
+            self.adv_loss = tf.identity(sigmoid_cross_entropy(1.0, logits_adv), name="adv_loss")
             self.mse_loss = tf.reduce_mean(tf.square(self.Gz - self.hr), name="mse_loss")
             terms = []
             if "mse" in content_loss:
@@ -243,16 +236,17 @@ class SRGAN:
 
             def gradients(optimizer, loss, scope):
                 variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope + "/")
-                # D's dense kernels serve both of its calls. Loss scaling must unscale every gradient itself.
-                stacked = [] if loss_scaling else [v for v in variables if len(dense_calls(v)[0]) > 1]
+                late = [v for v in variables if v in tf1.get_collection(DENSE_KERNELS)]
                 # GATE_NONE: the default gating makes all gradients of an op wait for each other, which
                 # forces the filter gradients of layers nobody trains (the frozen VGG16, D in G's step).
-                grads = optimizer.compute_gradients(loss, [v for v in variables if v not in stacked],
-                                                    gate_gradients=tf1.train.Optimizer.GATE_NONE)
-                # After all other gradients, when the backward pass reads these kernels no more: Adam then updates
-                # them in place, where before it would first copy them (537 MB for D's first dense layer).
+                gate = tf1.train.Optimizer.GATE_NONE
+                grads = optimizer.compute_gradients(loss, [v for v in variables if v not in late], gate_gradients=gate)
+                if not late:
+                    return grads
+                # The dense kernels' gradients come after all others, when the backward pass reads them no more:
+                # Adam then updates each shard in place, where before it would first copy it.
                 with tf.control_dependencies([g for g, _ in grads]):
-                    return grads + stacked_gradients(loss, stacked)
+                    return grads + optimizer.compute_gradients(loss, late, gate_gradients=gate)
 
             def updates(*scopes):  # "discriminator" also matches the second call's "discriminator_1"
                 return [op for scope in scopes for op in tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, scope)]

@@ -233,30 +233,39 @@ def test_fused_gan_step_makes_both_alternating_updates_from_one_forward_pass(bui
 SHARD_BYTES = 1 << 20  # D's first dense kernel at HR 32 (2048 x 1024, 8 MB) in 8 shards, as the 537 MB one is at 256
 
 
-def test_stacked_gradient_of_the_discriminator_dense_kernels_equals_autodiff(vgg_weights, monkeypatch):
-    """One matmul per shard over both D calls' inputs gives what tf.gradients gives as a sum of one gradient per call."""
+def test_discriminator_head_on_stacked_features_is_the_head_on_each_call(vgg_weights, monkeypatch):
+    """D's loss applies the dense head once to the real and generated images' features, stacked: its
+    value, D(x), D(G(z)) and its gradients for the 8 + 1 dense kernel shards are those of one head per call."""
     monkeypatch.setattr(model_module, "DENSE_SHARD_BYTES", SHARD_BYTES)
     graph = tf.Graph()
     with graph.as_default():
+        tf1.set_random_seed(0)
         lr, hr = (tf1.placeholder(tf.float32, [1, s, s, 3]) for s in (HR // 4, HR))
         model = SRGAN(lr, hr, blocks=BLOCKS)
-        kernels = [v for v in tf1.trainable_variables("discriminator/") if "/kernel/part_" in v.op.name and "dense" in v.op.name]
-        autodiff = tf.gradients(model.d_loss, kernels)
-        stacked = [g for g, _ in model_module.stacked_gradients(model.d_loss, kernels)]
+        features = [graph.get_tensor_by_name(name + "/Reshape:0") for name in ("discriminator", "discriminator_1")]
+        logits_dx, logits_dg = (SRGAN.discriminator_head(f, reuse=True) for f in features)
+        d_loss = model_module.sigmoid_cross_entropy(1.0, logits_dx) + model_module.sigmoid_cross_entropy(0.0, logits_dg)
+        kernels = tf1.get_collection(model_module.DENSE_KERNELS)
+        stacked, per_call = tf.gradients(model.d_loss, kernels), tf.gradients(d_loss, kernels)
         init = tf1.global_variables_initializer()
     with tf1.Session(graph=graph) as sess:
         sess.run(init)
         model.vgg.load(sess, vgg_weights)
-        ours, theirs = sess.run((stacked, autodiff), {lr: batch(3)[0], hr: batch(3)[1]})
+        ours, theirs = sess.run(((model.d_loss, model.Dx, model.Dg, stacked), (d_loss, tf.sigmoid(logits_dx), tf.sigmoid(logits_dg), per_call)),
+                                {lr: batch(3)[0], hr: batch(3)[1]})
     assert len(kernels) == 8 + 1
-    for kernel, a, b in zip(kernels, ours, theirs):
+    for name, a, b in zip(("d_loss", "D(x)", "D(G(z))"), ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, err_msg=name)
+    assert abs(ours[1] - ours[2]).max() > 1e-4  # real and generated images apart, so a swap would show
+    for kernel, a, b in zip(kernels, ours[3], theirs[3]):
         assert np.abs(a).max() > 0, kernel.name
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7 * np.abs(b).max(), err_msg=kernel.name)
+        # Each entry sums a real and a generated image's term, which may cancel: tolerance on the array's scale.
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max(), err_msg=kernel.name)
 
 
 def test_discriminator_step_takes_the_dense_kernel_gradient_shard_by_shard_after_all_other_gradients(vgg_weights, monkeypatch):
     """The D step never holds a gradient of D's whole first dense kernel (537 MB at 256x256): it runs one
-    gradient matmul per shard, over both calls at once; and each shard's update waits for every other
+    gradient matmul per shard, over both images at once; and each shard's update waits for every other
     gradient of D, so that the backward pass no longer reads the kernel and Adam need not copy it first."""
     monkeypatch.setattr(model_module, "DENSE_SHARD_BYTES", SHARD_BYTES)
     graph, model, init, _ = build()
