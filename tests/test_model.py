@@ -336,6 +336,22 @@ def test_lrelu_and_its_gradient_read_from_the_output():
     np.testing.assert_allclose(dx, slope * dy, rtol=1e-6)
 
 
+def test_prelu_and_its_hand_written_gradient_are_the_textbook_ones():
+    """PReLU(x) = max(x, 0) + alpha min(x, 0) per channel; d/dx = 1 or alpha; d/dalpha = the sum of dy min(x, 0)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 5, 4)).astype(np.float32)
+    alpha = np.array([0.25, -0.5, 1.5, 0.0], np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    with tf.Graph().as_default():
+        inputs = tf.constant(x), tf.constant(alpha)
+        y = model_module.prelu_op(*inputs)
+        with tf1.Session() as sess:
+            y, (dx, dalpha) = sess.run((y, tf.gradients(y, inputs, dy)))
+    np.testing.assert_allclose(y, np.maximum(x, 0) + alpha * np.minimum(x, 0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(dx, np.where(x > 0, 1.0, alpha) * dy, rtol=1e-6)
+    np.testing.assert_allclose(dalpha, (dy * np.minimum(x, 0)).sum(axis=(0, 1, 2)), rtol=1e-5)
+
+
 @pytest.mark.parametrize("kernel, blocks, height, width", [(9, 2, 12, 10), (3, 2, 8, 8), (9, 4, 16, 12), (5, 3, 9, 6), (1, 2, 4, 6)])
 def test_convolution_on_blocks_equals_the_direct_convolution_and_its_gradients(kernel, blocks, height, width):
     rng = np.random.default_rng(kernel + blocks)
