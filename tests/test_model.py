@@ -242,8 +242,7 @@ def test_discriminator_head_on_stacked_features_is_the_head_on_each_call(vgg_wei
         tf1.set_random_seed(0)
         lr, hr = (tf1.placeholder(tf.float32, [1, s, s, 3]) for s in (HR // 4, HR))
         model = SRGAN(lr, hr, blocks=BLOCKS)
-        features = [graph.get_tensor_by_name(name + "/Reshape:0") for name in ("discriminator", "discriminator_1")]
-        logits_dx, logits_dg = (SRGAN.discriminator_head(f, reuse=True) for f in features)
+        logits_dx, logits_dg = (SRGAN.discriminator_head(SRGAN.Discriminator(x, reuse=True), reuse=True) for x in (hr, model.Gz))
         d_loss = model_module.sigmoid_cross_entropy(1.0, logits_dx) + model_module.sigmoid_cross_entropy(0.0, logits_dg)
         kernels = tf1.get_collection(model_module.DENSE_KERNELS)
         stacked, per_call = tf.gradients(model.d_loss, kernels), tf.gradients(d_loss, kernels)
@@ -286,8 +285,8 @@ def test_discriminator_step_takes_the_dense_kernel_gradient_shard_by_shard_after
     updates = {op.inputs[0].op.name: op for op in graph.get_operations()
                if op.type == "ResourceApplyAdam" and op.name.startswith("optimizers/d_step/")}
     assert len(updates) == len(graph.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, "discriminator/"))
-    stacked = [updates.pop(w.op.name) for w in shards] + [updates.pop("discriminator/dense1/kernel/part_0")]
-    for update in stacked:
+    late = [updates.pop(w.op.name) for w in shards] + [updates.pop("discriminator/dense1/kernel/part_0")]
+    for update in late:
         before, stack = set(), [update]
         while stack:
             op = stack.pop()
