@@ -16,15 +16,15 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
-import tensorflow as tf
 
-import model
+import data
+import tflib
 import train
 import utils
-
-tf1 = tf.compat.v1
+import vgg16
+from model import ON_BLOCKS_SCOPE, SCALE
+from tflib import tf, tf1
 FLOP_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul")
 
 
@@ -47,14 +47,14 @@ def op_flops(op):
         kh, kw, cin, _ = kernel.shape
     else:
         return 0
-    taps = layer_taps(op) if f"/{model.ON_BLOCKS_SCOPE}/" in op.name else kh * kw * cin
+    taps = layer_taps(op) if f"/{ON_BLOCKS_SCOPE}/" in op.name else kh * kw * cin
     return 2 * output.num_elements() * taps  # on blocks as many outputs as the direct convolution's
 
 
 def layer_taps(op):
     """kh * kw * cin of the kernel variable of the conv2d layer that `op` (forward or gradient) computes on
     blocks: "optimizers/g_step/gradients/generator/conv_out/on_blocks/..." -> "generator/conv_out/kernel"."""
-    scope = op.name.split(f"/{model.ON_BLOCKS_SCOPE}/")[0].split("/")
+    scope = op.name.split(f"/{ON_BLOCKS_SCOPE}/")[0].split("/")
     for start in range(len(scope)):
         try:
             kernel = op.graph.get_operation_by_name("/".join(scope[start:] + ["kernel"]))
@@ -99,29 +99,29 @@ def matmul_rate(precision, size, warmup, repeats):
         product = tf.reduce_sum(tf.matmul(a, b)[0, 0])  # fetch one number, not size^2 of them
         init = tf1.global_variables_initializer()
         graph.finalize()
-        with tf1.Session(graph=graph, config=train.session_config("fp32")) as sess:
+        with tf1.Session(graph=graph, config=tflib.session_config("fp32")) as sess:
             sess.run(init)
             seconds = median_seconds(lambda: sess.run(product), warmup, repeats)
     return 2 * size ** 3 / seconds / 1e9
 
 
 def pipeline_rate(hr_size, count, batches):
-    """Images per second that utils.make_dataset delivers from `count` hr_size JPEGs (Places-205's size)."""
+    """Images per second that data.make_dataset delivers from `count` hr_size JPEGs (Places-205's size)."""
     import imageio.v3 as iio
 
-    sample = utils.list_images("sample")
+    sample = data.list_images("sample")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
         paths = []
         for i in range(count):
-            image = utils.load_image(sample[i % len(sample)])
+            image = data.load_image(sample[i % len(sample)])
             y, x = (rng.integers(0, s - hr_size + 1) for s in image.shape[:2])
             paths.append(os.path.join(folder, f"{i}.jpg"))
             iio.imwrite(paths[-1], image[y:y + hr_size, x:x + hr_size], quality=90)
         with tf.Graph().as_default() as graph:
-            batch = tf1.data.make_one_shot_iterator(utils.make_dataset(paths, hr_size, train.SCALE, seed=0)).get_next()
+            batch = tf1.data.make_one_shot_iterator(data.make_dataset(paths, hr_size, SCALE, seed=0)).get_next()
             graph.finalize()
-            with tf1.Session(graph=graph, config=train.session_config("fp32")) as sess:
+            with tf1.Session(graph=graph, config=tflib.session_config("fp32")) as sess:
                 for _ in range(10):
                     sess.run(batch)
                 start = time.perf_counter()
@@ -136,7 +136,7 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
     """{step: (median seconds, FLOPs)} for the training steps and generator inference."""
     rng = np.random.default_rng(cfg["seed"])
     size = cfg["hr_size"]
-    shapes = [(cfg["batch_size"], size // train.SCALE, size // train.SCALE, 3), (cfg["batch_size"], size, size, 3)]
+    shapes = [(cfg["batch_size"], size // SCALE, size // SCALE, 3), (cfg["batch_size"], size, size, 3)]
     batch = tuple(rng.uniform(-1, 1, shape).astype(np.float32) for shape in shapes)
     with tf.Graph().as_default() as graph:
         tf1.set_random_seed(cfg["seed"])
@@ -145,7 +145,7 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
         srgan = train.build_model(cfg, lr, hr)
         init = tf1.global_variables_initializer()
         graph.finalize()
-        sess = tf1.Session(graph=graph, config=train.session_config(cfg["precision"]))
+        sess = tf1.Session(graph=graph, config=tflib.session_config(cfg["precision"]))
     sess.run(init)  # random weights: the same arithmetic as trained ones
 
     gan = [srgan.gan_train_op] if cfg["gan_update"] == "fused" else [srgan.d_train_op, srgan.g_train_op]
@@ -160,11 +160,11 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
             results[name] = (seconds, sum(graph_flops(op) for op in ops))
         print(f"  {name}: {1000 * seconds:.1f} ms", file=sys.stderr)
     # The inference path has no static spatial shape: its FLOPs are the training generator's, by area.
-    generator_flops = graph_flops(srgan.Gz) / cfg["batch_size"] / (size // train.SCALE) ** 2
+    generator_flops = graph_flops(srgan.Gz) / cfg["batch_size"] / (size // SCALE) ** 2
     for lr_size in infer_sizes:
         image = rng.uniform(-1, 1, (1, lr_size, lr_size, 3)).astype(np.float32)
         seconds = median_seconds(lambda: sess.run(srgan.sr_output, {srgan.lr_input: image}), 1, max(repeats // 2, 1))
-        results[f"infer_{lr_size}_to_{lr_size * train.SCALE}"] = (seconds, generator_flops * lr_size ** 2)
+        results[f"infer_{lr_size}_to_{lr_size * SCALE}"] = (seconds, generator_flops * lr_size ** 2)
         print(f"  inference {lr_size}: {1000 * seconds:.1f} ms", file=sys.stderr)
     sess.close()
     return results
@@ -173,15 +173,14 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
 # ----------------------------------------------------------------------------- command line
 
 def main(argv=None):
-    tf1.disable_eager_execution()
-    tf.get_logger().setLevel("ERROR")
+    tflib.init_tf()
     p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--blocks", type=int, default=train.DEFAULTS["blocks"])
     p.add_argument("--hr-size", type=int, default=train.DEFAULTS["hr_size"])
     p.add_argument("--batch-size", type=int, default=train.DEFAULTS["batch_size"])
     p.add_argument("--precision", choices=train.PRECISIONS, default=train.DEFAULTS["precision"])
     p.add_argument("--content-loss", choices=train.CONTENT_LOSSES, default=train.DEFAULTS["content_loss"])
-    p.add_argument("--vgg-layer", choices=train.vgg16.LAYERS, default=train.DEFAULTS["vgg_layer"])
+    p.add_argument("--vgg-layer", choices=vgg16.LAYERS, default=train.DEFAULTS["vgg_layer"])
     p.add_argument("--gan-update", choices=train.GAN_UPDATES, default=train.DEFAULTS["gan_update"])
     p.add_argument("--steps", nargs="*", choices=("pretrain", "d_step", "g_step", "gan_iteration"),
                    help="time only these training steps (default: all)")
@@ -198,7 +197,7 @@ def main(argv=None):
     except train.ConfigError as e:
         p.error(str(e))
 
-    print(f"bench: B={cfg['blocks']}, LR {cfg['hr_size'] // train.SCALE} -> HR {cfg['hr_size']}, batch "
+    print(f"bench: B={cfg['blocks']}, LR {cfg['hr_size'] // SCALE} -> HR {cfg['hr_size']}, batch "
           f"{cfg['batch_size']}, {cfg['precision']}, {cfg['content_loss']} ({cfg['vgg_layer']}), "
           f"{cfg['gan_update']} GAN update", file=sys.stderr)
     peak = {p: matmul_rate(p, args.matmul_size, 2, 5) for p in ("fp32", "bf16")}
@@ -218,7 +217,7 @@ def main(argv=None):
         print(f"input pipeline: {rate:.1f} images/s; the GAN iteration consumes {consumed:.2f}/s ({rate / consumed:.0f}x)")
         report["pipeline"] = {"images_per_s": rate, "consumed_per_s": consumed}
     if args.json:
-        train.write_json(args.json, report)
+        utils.write_json(args.json, report)
     return 0
 
 

@@ -3,7 +3,7 @@
     python evaluate.py --checkpoint runs/NAME --data ../shared/data/Set5/HR ../shared/data/Set14/HR
 
 Per test set: PSNR (dB) and SSIM on the luma (ITU-R BT.601) with 4 pixels shaved from each border,
-LR made with MATLAB's bicubic imresize from HR cropped to a multiple of 4 (see utils.py), averaged
+LR made with MATLAB's bicubic imresize from HR cropped to a multiple of 4 (see metrics.py), averaged
 per image; and, since the paper's MOS cannot be repeated, a perceptual distance: the mean squared
 difference of ImageNet VGG16 conv5_3 features of SR and HR (x 1/12.75, the content loss's scale;
 lower is better). The table goes to stdout and to eval-<step>.json / .md in the run directory.
@@ -14,16 +14,17 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
-import tensorflow as tf
 
+import data
 import infer
+import metrics
+import tflib
 import utils
 import vgg16
 from model import SCALE, VGG_RESCALE
-
-tf1 = tf.compat.v1
+from tflib import tf, tf1
+from utils import CLIError
 
 # SRGAN paper (Ledig et al. 2017), Table 2: x4 PSNR / SSIM.
 PAPER = {
@@ -41,7 +42,7 @@ class VGGDistance:
         try:
             weights = vgg16.resolve_weights(weights_path)
         except vgg16.WeightsError as e:
-            raise infer.CLIError(str(e)) from None
+            raise CLIError(str(e)) from None
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.a = tf1.placeholder(tf.float32, [None, None, 3])
@@ -68,16 +69,16 @@ def set_name(folder):
 def evaluate_set(upscaler, vgg, folder, image_dir=None):
     """{"bicubic"|"model": {"psnr", "ssim", "vgg"}, "images": count}, scores averaged over the images of `folder`."""
     scores = {column: [] for column in COLUMNS}
-    paths = utils.list_images("folder", folder)
+    paths = data.list_images("folder", folder)
     for path in paths:
-        hr, lr = utils.bicubic_pair(utils.load_image(path), SCALE)
-        bicubic = utils.imresize(lr, SCALE)
+        hr, lr = metrics.bicubic_pair(data.load_image(path), SCALE)
+        bicubic = metrics.imresize(lr, SCALE)
         sr = upscaler.upscale(lr)
         for column, image in zip(COLUMNS, (bicubic, sr)):
-            scores[column].append((*utils.sr_metrics(image, hr, SCALE), vgg(image, hr)))
+            scores[column].append((*metrics.sr_metrics(image, hr, SCALE), vgg(image, hr)))
         if image_dir:
             stem = os.path.splitext(os.path.basename(path))[0]
-            infer.write_png(os.path.join(image_dir, f"{stem}_sr.png"), sr)
+            utils.write_png(os.path.join(image_dir, f"{stem}_sr.png"), sr)
             utils.save_comparison(os.path.join(image_dir, f"{stem}_strip.png"), lr, bicubic, sr, hr)
     means = {column: dict(zip(("psnr", "ssim", "vgg"), np.mean(values, axis=0).tolist())) for column, values in scores.items()}
     return dict(means, images=len(paths))
@@ -106,12 +107,11 @@ def build_parser():
 
 
 def main(argv=None):
-    tf1.disable_eager_execution()
-    tf.get_logger().setLevel("ERROR")
+    tflib.init_tf()
     args = build_parser().parse_args(argv)
     try:
         for folder in args.data:
-            utils.list_images("folder", folder)  # fail on a bad folder before the slow part
+            data.list_images("folder", folder)  # fail on a bad folder before the slow part
         upscaler = infer.Upscaler(args.checkpoint)
         vgg = VGGDistance(args.vgg_weights)
         checkpoint = upscaler.checkpoint.rstrip("/")
@@ -129,7 +129,7 @@ def main(argv=None):
         utils.write_atomic(os.path.join(out_dir, tag + ".md"), lambda f: f.write(table.encode()))
         utils.write_atomic(os.path.join(out_dir, tag + ".json"), lambda f: f.write(summary.encode()))
         print(f"written to {os.path.join(out_dir, tag)}.md and .json")
-    except (infer.CLIError, utils.DataError) as e:
+    except (CLIError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -12,28 +12,22 @@ unless --overwrite.
 import argparse
 import json
 import os
-import struct
 import sys
-import zlib
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 from tqdm import tqdm
 
+import data
+import metrics
+import tflib
 import utils
 from model import SCALE, SRGAN
+from tflib import tf, tf1
+from utils import CLIError
 
-tf1 = tf.compat.v1
 SERVE = [tf1.saved_model.tag_constants.SERVING]
 FLOAT_SIGNATURE, UINT8_SIGNATURE = "serving_default", "uint8"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class CLIError(Exception):
-    """A problem with the user's input; str(e) is one line saying what is wrong."""
-
 
 # ----------------------------------------------------------------------------- the generator
 
@@ -176,7 +170,7 @@ class Upscaler:
             out[top:top + len(band), :, :band.shape[2]] = np.clip(np.round(band, out=band), 0, peak, out=band)
             top += len(band)
         if pixels.shape[2] in (2, 4):  # alpha: MATLAB bicubic, not the network
-            alpha = utils.imresize(pixels[:, :, -1].astype(np.float32), SCALE)
+            alpha = metrics.imresize(pixels[:, :, -1].astype(np.float32), SCALE)
             out[:, :, -1] = np.clip(np.round(alpha), 0, peak)
         return out
 
@@ -209,7 +203,7 @@ def ramp(start, stop, length, overlap):
 def png_bit_depth(path):
     with open(path, "rb") as f:
         head = f.read(25)
-    return head[24] if head[:8] == PNG_SIGNATURE and len(head) == 25 else 8
+    return head[24] if head[:8] == utils.PNG_SIGNATURE and len(head) == 25 else 8
 
 
 def in_session(op, value):
@@ -236,43 +230,12 @@ def read_image(path):
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
-def write_png(path, pixels, rows_per_chunk=256):
-    """Write [h, w, c] uint8/uint16 (c = 1..4) as PNG through a temporary file renamed at the end.
-
-    Encoded here, a few rows at a time with PNG's Sub filter, so a huge output is never copied
-    whole (PIL would hold a second, 4-byte-per-pixel copy) and 16-bit colour works.
-    """
-    h, w, c = pixels.shape
-    depth = pixels.dtype.itemsize * 8
-    pixel_bytes = c * pixels.dtype.itemsize
-
-    def chunk(f, kind, data):
-        f.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
-
-    def write(f):
-        f.write(PNG_SIGNATURE)
-        chunk(f, b"IHDR", struct.pack(">IIBBBBB", w, h, depth, {1: 0, 2: 4, 3: 2, 4: 6}[c], 0, 0, 0))
-        compressor = zlib.compressobj(6)
-        for top in range(0, h, rows_per_chunk):
-            rows = pixels[top:top + rows_per_chunk]
-            raw = rows.astype(rows.dtype.newbyteorder(">")).reshape(len(rows), -1).view(np.uint8)
-            filtered = np.empty((len(rows), raw.shape[1] + 1), np.uint8)
-            filtered[:, 0] = 1  # Sub: each byte minus the same byte of the pixel to its left
-            filtered[:, 1:pixel_bytes + 1] = raw[:, :pixel_bytes]
-            filtered[:, pixel_bytes + 1:] = raw[:, pixel_bytes:] - raw[:, :-pixel_bytes]
-            chunk(f, b"IDAT", compressor.compress(filtered.tobytes()))
-        chunk(f, b"IDAT", compressor.flush())
-        chunk(f, b"IEND", b"")
-
-    utils.write_atomic(path, write)
-
-
 def input_files(inputs):
     """The image files named, or found under the folders named, else CLIError."""
     files = []
     for path in inputs:
         if os.path.isdir(path):
-            files += utils.list_images("folder", path)
+            files += data.list_images("folder", path)
         elif os.path.isfile(path):
             files.append(path)
         else:
@@ -304,8 +267,7 @@ def check_args(args):
 
 
 def main(argv=None):
-    tf1.disable_eager_execution()
-    tf.get_logger().setLevel("ERROR")
+    tflib.init_tf()
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
@@ -323,11 +285,11 @@ def main(argv=None):
                 out = os.path.join(args.out_dir, os.path.splitext(os.path.basename(path))[0] + "_x4.png")
                 if os.path.exists(out) and not args.overwrite:
                     raise CLIError(f"{out} already exists; pass --overwrite to replace it")
-                write_png(out, upscaler.upscale(read_image(path), args.tile, args.overlap))
+                utils.write_png(out, upscaler.upscale(read_image(path), args.tile, args.overlap))
                 print(f"{path} -> {out}")
         finally:
             upscaler.close()
-    except (CLIError, utils.DataError) as e:
+    except (CLIError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -5,16 +5,11 @@ optimizers, all assembled by the SRGAN class. Pure tf.compat.v1: variable_scope 
 for weights, name_scope for a readable TensorBoard graph, explicit UPDATE_OPS for batch norm.
 """
 import math
-import os
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf
-
+from tflib import tf, tf1
 from vgg16 import VGG16
-
-tf1 = tf.compat.v1
 
 CONTENT_LOSSES = ("vgg", "mse", "mse+vgg")
 SCALE = 4  # the generator's two x2 sub-pixel steps

@@ -16,16 +16,15 @@ import signal
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf
-from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 from tqdm import tqdm
 
+import data
+import monitor
+import tflib
 import utils
 import vgg16
 from model import CONTENT_LOSSES, PHASES, SCALE, SRGAN
-
-tf1 = tf.compat.v1
+from tflib import tf, tf1
 
 # ----------------------------------------------------------------------------- configuration
 # The defaults are the report's settings; a preset replaces some of them; flags override both.
@@ -37,7 +36,7 @@ DEFAULTS = dict(
     pretrain_lr=None, warmup_iters=0, pretrain_schedule="constant",  # pre-training at learning_rate
     pretrain_iters=5000, gan_iters=20000, pretrain_only=False,
     save_every=1000, sample_every=500, summary_every=10, image_every=100, seed=0,
-    max_pixels=utils.MAX_PIXELS, max_bad_fraction=0.05,
+    max_pixels=data.MAX_PIXELS, max_bad_fraction=0.05,
 )
 PRESETS = {
     "report": {},
@@ -97,7 +96,7 @@ def build_parser():
     p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
     p.add_argument("--preset", choices=sorted(PRESETS), help="settings to start from (default: report)")
-    p.add_argument("--dataset", choices=sorted(utils.DATASETS), help="default: sample")
+    p.add_argument("--dataset", choices=sorted(data.DATASETS), help="default: sample")
     p.add_argument("--data-dir", help="dataset folder (default: data/<dataset>)")
     p.add_argument("--name", help="run name: outputs go to <runs-dir>/<name> (default: dataset-preset-time)")
     p.add_argument("--runs-dir", help="default: runs")
@@ -128,7 +127,7 @@ def build_parser():
     p.add_argument("--summary-every", type=int, help="TensorBoard scalars every N iterations")
     p.add_argument("--image-every", type=int, help="TensorBoard images every N iterations")
     p.add_argument("--seed", type=int, help="seeds the weights, the data order and the crops (default 0)")
-    p.add_argument("--max-pixels", type=int, help=f"skip images with more pixels (default {utils.MAX_PIXELS:,})")
+    p.add_argument("--max-pixels", type=int, help=f"skip images with more pixels (default {data.MAX_PIXELS:,})")
     p.add_argument("--max-bad-fraction", type=float,
                    help="stop before training if more of a sample of the files are unreadable (default 0.05)")
     p.add_argument("--plot", metavar="RUN_DIR", help="only (re)draw the loss plots of RUN_DIR into RUN_DIR/plots")
@@ -174,24 +173,6 @@ def check_config(cfg):
         raise ConfigError("--max-bad-fraction must be in [0, 1]")
 
 
-def session_config(precision="fp32"):
-    """All of this machine's cores; soft placement so the same graph runs on a GPU where there is one;
-    no constant folding, which would turn the zero initial values of Adam's slots into constants kept
-    for the session's life (1.1 GB for D's dense layer), at no measurable cost in step time; the graph
-    rewrite that runs convolutions and matmuls in the reduced `precision`."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    config = tf1.ConfigProto(allow_soft_placement=True, intra_op_parallelism_threads=cores,
-                             inter_op_parallelism_threads=2)
-    config.gpu_options.allow_growth = True
-    config.graph_options.rewrite_options.constant_folding = RewriterConfig.OFF
-    if precision == "bf16":
-        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = RewriterConfig.ON
-        # The rewrite would also cast D's dense kernels, whose matmuls at these batch sizes only stream the
-        # kernel (537 MB for the first): they stay fp32, 54 ms less per D step. No other MatMul is in the graph.
-        os.environ.setdefault("TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_ALLOWLIST_REMOVE", "MatMul")
-    return config
-
-
 def build_model(cfg, lr, hr):
     """The SRGAN training graph for a configuration, on the (lr, hr) batch tensors."""
     decay_step = cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None
@@ -222,10 +203,6 @@ def checkpoint_step(checkpoint):
         raise ConfigError(f"cannot read {checkpoint}: {str(e).splitlines()[0]}") from None
 
 
-def write_json(path, data):
-    utils.write_atomic(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
-
-
 # ----------------------------------------------------------------------------- training
 
 class Trainer:
@@ -234,12 +211,12 @@ class Trainer:
 
     def __init__(self, cfg, run_dir):
         self.cfg, self.run_dir = cfg, run_dir
-        paths = utils.list_images(cfg["dataset"], cfg["data_dir"])
-        paths, bad = utils.check_files(paths, cfg["max_bad_fraction"], cfg["max_pixels"], seed=cfg["seed"])
+        paths = data.list_images(cfg["dataset"], cfg["data_dir"])
+        paths, bad = data.check_files(paths, cfg["max_bad_fraction"], cfg["max_pixels"], seed=cfg["seed"])
         weights = vgg16.resolve_weights(cfg["vgg_weights"]) if "vgg" in cfg["content_loss"] else None
-        self.eval_lr, self.eval_hr = utils.eval_pairs(paths, cfg["hr_size"], SCALE, cfg["hr_prep"], 4, cfg["max_pixels"])
+        self.eval_lr, self.eval_hr = data.eval_pairs(paths, cfg["hr_size"], SCALE, cfg["hr_prep"], 4, cfg["max_pixels"])
         print(f"{len(paths)} training images ({cfg['dataset']})" + (f"; left out {len(bad)} unreadable: {bad[0]}" if bad else ""))
-        self.skipped = utils.Skipped()
+        self.skipped = data.Skipped()
         self.stop_signal = None
         checkpoint = tf1.train.latest_checkpoint(run_dir)
         start_step = checkpoint_step(checkpoint) if checkpoint else 0
@@ -248,8 +225,8 @@ class Trainer:
         with self.graph.as_default():
             tf1.set_random_seed(cfg["seed"])
             with tf1.name_scope("data"):
-                dataset = utils.make_dataset(paths, cfg["hr_size"], SCALE, cfg["batch_size"], cfg["hr_prep"], seed=cfg["seed"],
-                                             start=self.draws(start_step), max_pixels=cfg["max_pixels"], skipped=self.skipped)
+                dataset = data.make_dataset(paths, cfg["hr_size"], SCALE, cfg["batch_size"], cfg["hr_prep"], seed=cfg["seed"],
+                                            start=self.draws(start_step), max_pixels=cfg["max_pixels"], skipped=self.skipped)
                 lr, hr = tf1.data.make_one_shot_iterator(dataset).get_next()
             self.model = build_model(cfg, lr, hr)
             saved = self.model.saveable_variables()
@@ -262,7 +239,7 @@ class Trainer:
         kept = tf1.train.get_checkpoint_state(run_dir).all_model_checkpoint_paths if checkpoint else []
         check_free_space(run_dir, checkpoint_bytes, len(kept))
 
-        self.sess = tf1.Session(graph=self.graph, config=session_config(cfg["precision"]))
+        self.sess = tf1.Session(graph=self.graph, config=tflib.session_config(cfg["precision"]))
         self.sess.run(init)
         if weights is not None:
             self.model.vgg.load(self.sess, weights)
@@ -350,7 +327,7 @@ class Trainer:
         step = self.step()
         bar = tqdm(total=end - start, initial=min(max(step - start, 0), end - start), desc=PHASES[phase],
                    unit="it", dynamic_ncols=True, file=sys.stdout)
-        health = utils.GANHealth() if PHASES[phase] == "gan" else None
+        health = monitor.GANHealth() if PHASES[phase] == "gan" else None
         while step < end:
             if self.stop_signal:
                 raise Interrupted(self.stop_signal, self.save())
@@ -374,7 +351,7 @@ class Trainer:
         self.save()
         self.save_samples(PHASES[phase])
         self.writer.flush()
-        utils.plot_training(self.run_dir)
+        monitor.plot_training(self.run_dir)
 
     def report_health(self, health, losses, step):
         """Log when the GAN starts or stops looking unhealthy; TensorBoard scalar health/gan_ok (1 healthy, 0 not)."""
@@ -416,7 +393,7 @@ class Trainer:
 
 def plot_run(run_dir):
     """python train.py --plot RUN_DIR: redraw the loss plots from the run's TensorBoard files."""
-    paths = utils.plot_training(run_dir) if os.path.isdir(run_dir) else []
+    paths = monitor.plot_training(run_dir) if os.path.isdir(run_dir) else []
     if not paths:
         print(f"error: no TensorBoard scalars to plot in {run_dir}", file=sys.stderr)
         return 1
@@ -425,8 +402,7 @@ def plot_run(run_dir):
 
 
 def main(argv=None):
-    tf1.disable_eager_execution()  # a TF1 program: graphs and sessions only
-    tf.get_logger().setLevel("ERROR")
+    tflib.init_tf()
     plot = getattr(build_parser().parse_args(argv), "plot", None)
     if plot:
         return plot_run(plot)
@@ -435,7 +411,7 @@ def main(argv=None):
         print(json.dumps(cfg, indent=2))
         trainer = Trainer(cfg, run_dir)  # checks the data and the weights first; writes nothing
         os.makedirs(run_dir, exist_ok=resume)
-        write_json(os.path.join(run_dir, "config.json"), cfg)
+        utils.write_json(os.path.join(run_dir, "config.json"), cfg)
         try:
             trainer.train()
         except Interrupted as e:
@@ -450,7 +426,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted before training started", file=sys.stderr)
         return 128 + signal.SIGINT
-    except (ConfigError, TrainingError, utils.DataError, vgg16.WeightsError, OSError) as e:
+    except (ConfigError, TrainingError, data.DataError, vgg16.WeightsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"done: checkpoints, TensorBoard events and sample grids are in {run_dir}/ "

@@ -16,10 +16,9 @@ import zipfile
 import h5py
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf  # noqa: E402
-
-import utils  # noqa: E402
+import tflib
+import utils
+from tflib import tf, tf1
 
 LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
           "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
@@ -191,22 +190,22 @@ class VGG16:
 
     def __init__(self, scope="vgg16"):
         self.variables = {}
-        with tf.compat.v1.variable_scope(scope):
+        with tf1.variable_scope(scope):
             for name in LAYERS:
-                with tf.compat.v1.variable_scope(name):
+                with tf1.variable_scope(name):
                     self.variables[name] = tuple(
-                        tf.compat.v1.get_variable(part, shape, tf.float32, tf.compat.v1.zeros_initializer(),
+                        tf1.get_variable(part, shape, tf.float32, tf1.zeros_initializer(),
                                                   trainable=False)
                         for part, shape in (("kernel", SHAPES[name]), ("bias", SHAPES[name][-1:])))
-        # Feeding the weights through placeholders keeps 59 MB of constants out of the graph, and lets
-        # load() run on a finalized graph.
-        with tf.compat.v1.name_scope("vgg16_load"):
+        # Feeding the weights through placeholders keeps them out of the graph (and every .meta file),
+        # and lets load() run on a finalized graph.
+        with tf1.name_scope("vgg16_load"):
             self._feeds = {}
             assigns = []
             for name in LAYERS:
-                self._feeds[name] = tuple(tf.compat.v1.placeholder(tf.float32, v.shape, f"{name}_{part}")
+                self._feeds[name] = tuple(tf1.placeholder(tf.float32, v.shape, f"{name}_{part}")
                                           for part, v in zip(("kernel", "bias"), self.variables[name]))
-                assigns += [tf.compat.v1.assign(v, p) for v, p in zip(self.variables[name], self._feeds[name])]
+                assigns += [tf1.assign(v, p) for v, p in zip(self.variables[name], self._feeds[name])]
             self._assign = tf.group(*assigns, name="assign")
 
     def load(self, sess, weights):
@@ -218,18 +217,18 @@ class VGG16:
         """The ReLU output of `layer` for `images`: NHWC float32 RGB in [-1, 1], any batch and size."""
         if layer not in LAYERS:
             raise ValueError(f"unknown VGG16 layer {layer!r}; choose one of {', '.join(LAYERS)}")
-        with tf.compat.v1.name_scope(name):
+        with tf1.name_scope(name):
             # The weights were trained on Caffe-style input: BGR in 0..255 minus the ImageNet mean.
-            x = tf.compat.v1.reverse((images + 1.0) * 127.5, axis=[-1]) - MEAN_BGR
+            x = tf1.reverse((images + 1.0) * 127.5, axis=[-1]) - MEAN_BGR
             for conv in LAYERS:
-                with tf.compat.v1.name_scope(conv):
+                with tf1.name_scope(conv):
                     kernel, bias = self.variables[conv]
-                    x = tf.compat.v1.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME")
-                    x = tf.compat.v1.nn.relu(tf.compat.v1.nn.bias_add(x, bias))
+                    x = tf1.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME")
+                    x = tf1.nn.relu(tf1.nn.bias_add(x, bias))
                 if conv == layer:
                     return x
                 if conv in POOL_AFTER:
-                    x = tf.compat.v1.nn.max_pool(x, 2, 2, "VALID", name=f"pool{conv[4]}")
+                    x = tf1.nn.max_pool(x, 2, 2, "VALID", name=f"pool{conv[4]}")
 
 
 # -----------------------------------------------------------------------------
@@ -237,6 +236,7 @@ class VGG16:
 
 
 def main(argv=None):
+    tflib.init_tf()
     parser = utils.ArgumentParser(description="Make or check the ImageNet VGG16 weights for the perceptual loss.")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--fetch", action="store_true",

@@ -12,14 +12,16 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import numpy as np
-import tensorflow as tf
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-import infer
-import utils
-from model import SCALE
+import data  # noqa: E402
+import infer  # noqa: E402
+import metrics  # noqa: E402
+import monitor  # noqa: E402
+import tflib  # noqa: E402
+import utils  # noqa: E402
+from model import SCALE  # noqa: E402
 
 DOCS = os.path.dirname(os.path.abspath(__file__))
 # photo: (top, left, size) of the HR detail shown
@@ -39,12 +41,12 @@ def labelled(image, text, font):
 
 def comparison(photo, upscalers, font):
     """The labelled row of zoomed details: bicubic, each upscaler's SR, HR."""
-    hr, lr = utils.bicubic_pair(utils.load_image(os.path.join(utils.sample_dir(), photo)), SCALE)
-    columns = [("bicubic", utils.imresize(lr, SCALE))] + [(name, up.upscale(lr)) for name, up in upscalers.items()]
+    hr, lr = metrics.bicubic_pair(data.load_image(os.path.join(data.sample_dir(), photo)), SCALE)
+    columns = [("bicubic", metrics.imresize(lr, SCALE))] + [(name, up.upscale(lr)) for name, up in upscalers.items()]
     top, left, size = DETAILS[photo]
     crop = np.s_[top:top + size, left:left + size]
     zoom = lambda x: np.repeat(np.repeat(x[crop], ZOOM, 0), ZOOM, 1)
-    row = [labelled(zoom(sr), f"{name}  {utils.sr_metrics(sr, hr, SCALE)[0]:.2f} dB", font) for name, sr in columns]
+    row = [labelled(zoom(sr), f"{name}  {metrics.sr_metrics(sr, hr, SCALE)[0]:.2f} dB", font) for name, sr in columns]
     row.append(labelled(zoom(hr), "HR", font))
     gap = np.full((row[0].shape[0], 8, 3), 255, np.uint8)
     return np.concatenate([part for image in row for part in (image, gap)][:-1], axis=1)
@@ -60,11 +62,10 @@ def main(argv=None):
     parser.add_argument("--srgan", required=True, help="run directory, checkpoint or SavedModel of the SRGAN generator")
     parser.add_argument("--out-dir", default=DOCS)
     args = parser.parse_args(argv)
-    tf.compat.v1.disable_eager_execution()
-    tf.get_logger().setLevel("ERROR")
+    tflib.init_tf()
     try:
         upscalers = {"SRResNet": infer.Upscaler(args.srresnet), "SRGAN": infer.Upscaler(args.srgan)}
-    except infer.CLIError as e:
+    except utils.CLIError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     font = ImageFont.load_default(size=18)
@@ -75,7 +76,7 @@ def main(argv=None):
     for run, tags in PLOTS.items():
         run_dir = getattr(args, run)
         run_dir = run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir)
-        utils.plot_training(run_dir)
+        monitor.plot_training(run_dir)
         for tag in tags:
             source, path = os.path.join(run_dir, "plots", tag + ".png"), os.path.join(args.out_dir, f"loss_{tag}.png")
             if os.path.isfile(source):

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import bench
 import model
+import tflib
 import train
 from conftest import ROOT
 
@@ -76,7 +77,7 @@ def test_reduced_precision_trains_with_float32_variables(precision):
         model = train.build_model(cfg, lr, hr)
         init = tf1.global_variables_initializer()
         graph.finalize()
-    with tf1.Session(graph=graph, config=train.session_config(precision)) as sess:
+    with tf1.Session(graph=graph, config=tflib.session_config(precision)) as sess:
         sess.run(init)
         for op in (model.pretrain_op, model.d_train_op, model.g_train_op, model.gan_train_op):
             sess.run(op)

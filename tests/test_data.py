@@ -1,4 +1,4 @@
-"""Tests for utils.py: dataset layouts, decoding, the tf.data pipeline (run in graph mode like train.py), grids."""
+"""Tests for data.py: dataset layouts, decoding, the tf.data pipeline (run in graph mode like train.py), grids."""
 
 import os
 import struct
@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 import tensorflow as tf
 from PIL import Image
 
+import data
 import utils
 
 rng = np.random.default_rng(0)
@@ -45,7 +46,7 @@ def write_png16(path, image):
 def take(paths, n=None, **kwargs):
     """(lr, hr, bicubic downscale of hr) of the first n batches (all if None) of make_dataset, in graph mode."""
     with tf.Graph().as_default():
-        ds = utils.make_dataset(paths, **kwargs)
+        ds = data.make_dataset(paths, **kwargs)
         lr, hr = tf.compat.v1.data.make_one_shot_iterator(ds).get_next()
         down = tf.image.resize(hr, lr.shape[1:3], method="bicubic", antialias=True)
         fetch = (lr, hr, tf.clip_by_value(down, -1.0, 1.0))
@@ -104,9 +105,9 @@ def trees(tmp_path_factory):
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_list_images_finds_exactly_the_layout(trees, name, monkeypatch):
     root, images = trees[name]
-    assert utils.list_images(name, root) == sorted(images)
+    assert data.list_images(name, root) == sorted(images)
     monkeypatch.chdir(os.path.dirname(os.path.dirname(root)))  # the default is data/<name> in the cwd
-    assert utils.list_images(name) == sorted(images)
+    assert data.list_images(name) == sorted(images)
 
 
 @pytest.mark.parametrize("name, words", [
@@ -120,32 +121,32 @@ def test_missing_or_empty_dir_says_layout_and_source(tmp_path, name, words):
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
     for root, reason in [(tmp_path / "missing", "no such directory"), (empty, "")]:
-        with pytest.raises(utils.DataError) as e:
-            utils.list_images(name, str(root))
+        with pytest.raises(data.DataError) as e:
+            data.list_images(name, str(root))
         message = str(e.value)
         assert "\n" not in message and str(root) in message and reason in message
         assert all(word in message for word in words), message
-        assert name in utils.DATASETS and all(word in utils.DATASETS[name] for word in words)
+        assert name in data.DATASETS and all(word in data.DATASETS[name] for word in words)
 
 
 def test_unreadable_dir_says_so(tmp_path, monkeypatch):
     """glob silently finds nothing in a directory it cannot read (root can read anything: hence the patch)."""
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    with pytest.raises(utils.DataError, match=f"cannot read {tmp_path}: permission denied"):
-        utils.list_images("folder", str(tmp_path))
+    with pytest.raises(data.DataError, match=f"cannot read {tmp_path}: permission denied"):
+        data.list_images("folder", str(tmp_path))
 
 
 def test_wrong_layout_is_an_error(trees):
     """A places-style tree is not a CelebA dataset (its images are all outside img_align_celeba/)."""
-    with pytest.raises(utils.DataError, match="img_align_celeba"):
-        utils.list_images("celeba", trees["places"][0])
+    with pytest.raises(data.DataError, match="img_align_celeba"):
+        data.list_images("celeba", trees["places"][0])
 
 
 def test_sample_dataset_is_the_colour_photos():
-    paths = utils.list_images("sample", "ignored/dir")
-    assert [os.path.basename(p) for p in paths] == sorted(utils.SAMPLE_IMAGES)
+    paths = data.list_images("sample", "ignored/dir")
+    assert [os.path.basename(p) for p in paths] == sorted(data.SAMPLE_IMAGES)
     for path in paths:
-        image = utils.load_image(path)
+        image = data.load_image(path)
         assert image.ndim == 3 and np.ptp(image.astype(int)[..., 0] - image[..., 2]) > 0, path
 
 
@@ -154,7 +155,7 @@ def test_sample_dataset_is_the_colour_photos():
 @pytest.mark.parametrize("hr_prep", ["crop", "resize"])
 @pytest.mark.parametrize("name", LAYOUTS + ["sample"])
 def test_make_dataset_shapes_ranges_and_lr(trees, name, hr_prep):
-    paths = utils.list_images("sample") if name == "sample" else trees[name][1]
+    paths = data.list_images("sample") if name == "sample" else trees[name][1]
     hr_size = 48 if name == "sample" else 32
     lr, hr, down = take(paths, 3, hr_size=hr_size, batch_size=2, hr_prep=hr_prep, seed=0)
     assert lr.shape == (6, hr_size // 4, hr_size // 4, 3) and hr.shape == (6, hr_size, hr_size, 3)
@@ -167,15 +168,15 @@ def test_make_dataset_shapes_ranges_and_lr(trees, name, hr_prep):
 def test_static_shapes_for_the_graph(trees):
     with tf.Graph().as_default():
         lr, hr = tf.compat.v1.data.make_one_shot_iterator(
-            utils.make_dataset(trees["folder"][1], hr_size=64, batch_size=3)).get_next()
+            data.make_dataset(trees["folder"][1], hr_size=64, batch_size=3)).get_next()
         assert lr.shape.as_list() == [3, 16, 16, 3] and hr.shape.as_list() == [3, 64, 64, 3]
 
 
 def test_bad_sizes_are_value_errors(trees):
     with pytest.raises(ValueError, match="divisible"):
-        utils.make_dataset(trees["folder"][1], hr_size=30)
+        data.make_dataset(trees["folder"][1], hr_size=30)
     with pytest.raises(ValueError, match="hr_prep"):
-        utils.make_dataset(trees["folder"][1], hr_prep="squash")
+        data.make_dataset(trees["folder"][1], hr_prep="squash")
 
 
 def test_flip(tmp_path):
@@ -211,8 +212,8 @@ def test_corrupt_file_is_replaced(tmp_path):
     lr, hr, _ = take([bad] + good, hr_size=16, shuffle=False, repeat=False)
     assert len(hr) == 4  # one pair per draw: the next good file takes the bad one's place
     assert len(take([bad] + good, 6, hr_size=16)[1]) == 6  # repeating keeps going
-    with pytest.raises(utils.DataError):
-        utils.make_dataset([bad], hr_size=16)  # would never yield with repeat=True
+    with pytest.raises(data.DataError):
+        data.make_dataset([bad], hr_size=16)  # would never yield with repeat=True
 
 
 # ---------------------------------------------------------------- decoding
@@ -251,15 +252,15 @@ def test_decoding(tmp_path):
     for (name, (path, expected)), hr in zip(cases.items(), hrs):
         if expected is None:
             expected = np.array(Image.open(path).convert("RGB"))
-        np.testing.assert_array_equal(utils.load_image(path), expected, err_msg=name)
+        np.testing.assert_array_equal(data.load_image(path), expected, err_msg=name)
         np.testing.assert_allclose(hr, expected / 127.5 - 1, atol=1e-6, err_msg=name)
 
 
 def test_load_image_error(tmp_path):
     path = tmp_path / "broken.png"
     path.write_bytes(b"nope")
-    with pytest.raises(utils.DataError, match="broken.png"):
-        utils.load_image(str(path))
+    with pytest.raises(data.DataError, match="broken.png"):
+        data.load_image(str(path))
 
 
 # ---------------------------------------------------------------- evaluation pairs
@@ -268,11 +269,11 @@ def test_eval_pairs_is_a_centre_crop(tmp_path):
     images = [noise(40, 50) for _ in range(5)]
     paths = [write(str(tmp_path / f"{i}.png"), im) for i, im in enumerate(images)]
     with tf.Graph().as_default() as other:  # like train.py calling it while building its own graph
-        lr, hr = utils.eval_pairs(paths, hr_size=32)
+        lr, hr = data.eval_pairs(paths, hr_size=32)
         assert not other.get_operations()
     assert lr.shape == (4, 8, 8, 3) and hr.shape == (4, 32, 32, 3) and lr.dtype == hr.dtype == np.float32
     np.testing.assert_allclose(hr, np.stack(images[:4])[:, 4:36, 9:41] / 127.5 - 1, atol=1e-6)
-    lr2, hr2 = utils.eval_pairs(paths, hr_size=32)
+    lr2, hr2 = data.eval_pairs(paths, hr_size=32)
     np.testing.assert_array_equal(lr, lr2)
     np.testing.assert_array_equal(hr, hr2)
 
@@ -281,7 +282,7 @@ def test_eval_pairs_is_a_centre_crop(tmp_path):
 def test_eval_pairs_match_training(tmp_path, hr_prep, size):
     """Without randomness (a resize, or an upscaled image the crop covers whole) both give the same pair."""
     path = write(str(tmp_path / "x.png"), noise(*size))
-    lr, hr = utils.eval_pairs([path], hr_size=32, hr_prep=hr_prep)
+    lr, hr = data.eval_pairs([path], hr_size=32, hr_prep=hr_prep)
     train_lr, train_hr, _ = take([path], 1, hr_size=32, hr_prep=hr_prep, flip=False)
     np.testing.assert_allclose(hr, train_hr, atol=1e-6)
     np.testing.assert_allclose(lr, train_lr, atol=1e-6)
@@ -291,7 +292,7 @@ def test_eval_pairs_match_training(tmp_path, hr_prep, size):
 def test_resampling_is_bicubic_like_pil(tmp_path, hr_prep, size):
     """HR resize/upscale and the LR downscale agree with PIL's antialiased bicubic (TF differs only at edges)."""
     image = np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8)
-    lr, hr = utils.eval_pairs([write(str(tmp_path / "x.png"), image)], hr_size=32, hr_prep=hr_prep)
+    lr, hr = data.eval_pairs([write(str(tmp_path / "x.png"), image)], hr_size=32, hr_prep=hr_prep)
     if hr_prep == "resize":
         big = Image.fromarray(image).resize((32, 32), Image.BICUBIC)
     else:  # short side upscaled to 32, then the centre crop
@@ -307,8 +308,8 @@ def test_resampling_is_bicubic_like_pil(tmp_path, hr_prep, size):
 def test_eval_pairs_unreadable(tmp_path):
     path = tmp_path / "bad.jpg"
     path.write_bytes(b"garbage")
-    with pytest.raises(utils.DataError, match="bad.jpg"):
-        utils.eval_pairs([str(path)], hr_size=16)
+    with pytest.raises(data.DataError, match="bad.jpg"):
+        data.eval_pairs([str(path)], hr_size=16)
 
 
 # ---------------------------------------------------------------- images out
@@ -358,10 +359,10 @@ def bad_files(tmp):
                     + png_chunk(b"IEND", b""),
     }
     paths = {}
-    for name, data in contents.items():
+    for name, content in contents.items():
         paths[name] = str(tmp / name)
         with open(paths[name], "wb") as f:
-            f.write(data)
+            f.write(content)
     paths["over-the-limit.png"] = write(f"{tmp}/over-the-limit.png", solid((9, 9, 9), (120, 120)))
     paths["thin.png"] = write(f"{tmp}/thin.png", solid((9, 9, 9), (1, 400)))  # 16 x 6400 once upscaled
     return paths
@@ -387,7 +388,7 @@ def good_files(tmp):
 def test_bad_files_are_replaced_and_counted_good_ones_converted(tmp_path):
     bad, good = bad_files(tmp_path), good_files(tmp_path)
     paths = sorted(list(bad.values()) + list(good))
-    skipped = utils.Skipped()
+    skipped = data.Skipped()
     _, hr, _ = take(paths, hr_size=16, shuffle=False, repeat=False, max_pixels=10_000, skipped=skipped)
     assert skipped.count == len(bad)
     take(paths, hr_size=16, shuffle=False, repeat=False, max_pixels=10_000, skipped=skipped)  # a second epoch
@@ -398,13 +399,13 @@ def test_bad_files_are_replaced_and_counted_good_ones_converted(tmp_path):
     assert len(hr) == len(paths)
     np.testing.assert_allclose(utils.to_uint8(hr), np.broadcast_to(np.array(expected)[:, None, None], hr.shape), atol=3)
 
-    kept, reasons = utils.check_files(paths, max_bad_fraction=0.5, max_pixels=10_000)
+    kept, reasons = data.check_files(paths, max_bad_fraction=0.5, max_pixels=10_000)
     headers_fine = {bad["truncated.jpg"], bad["truncated.png"], bad["thin.png"]}  # only the pipeline finds them
     assert set(kept) == set(good) | headers_fine and len(reasons) == len(bad) - 3
     assert any("more than the limit of 10,000" in r for r in reasons)
     assert any("decompression bomb" in r for r in reasons)
-    with pytest.raises(utils.DataError, match="max-bad-fraction"):
-        utils.check_files(paths, max_bad_fraction=0.2)
+    with pytest.raises(data.DataError, match="max-bad-fraction"):
+        data.check_files(paths, max_bad_fraction=0.2)
 
 
 def test_check_files_reads_a_bounded_sample(tmp_path, monkeypatch):
@@ -414,13 +415,13 @@ def test_check_files_reads_a_bounded_sample(tmp_path, monkeypatch):
         open(path, "wb").close()
     paths = [good] * 900 + bad
     checked = []
-    check_image = utils.check_image
-    monkeypatch.setattr(utils, "check_image", lambda path, max_pixels: checked.append(path) or check_image(path, max_pixels))
-    kept, reasons = utils.check_files(paths, max_bad_fraction=0.2, sample=50, seed=1)
+    check_image = data.check_image
+    monkeypatch.setattr(data, "check_image", lambda path, max_pixels: checked.append(path) or check_image(path, max_pixels))
+    kept, reasons = data.check_files(paths, max_bad_fraction=0.2, sample=50, seed=1)
     assert len(checked) == 50 and 0 < len(reasons) < 20
     assert len(kept) == 1000 - len(reasons) and not set(kept) & {p for p in checked if p != good}
-    with pytest.raises(utils.DataError, match="100 of 1000 image files checked"):
-        utils.check_files(paths, max_bad_fraction=0.05, sample=5000)
+    with pytest.raises(data.DataError, match="100 of 1000 image files checked"):
+        data.check_files(paths, max_bad_fraction=0.05, sample=5000)
 
 
 def test_eval_pairs_skip_unreadable_images(tmp_path):
@@ -428,7 +429,7 @@ def test_eval_pairs_skip_unreadable_images(tmp_path):
     bad.write_bytes(b"garbage")
     images = [noise(32, 32) for _ in range(2)]
     paths = [str(bad)] + [write(str(tmp_path / f"{i + 1}.png"), im) for i, im in enumerate(images)]
-    _, hr = utils.eval_pairs(paths, hr_size=32, count=4)
+    _, hr = data.eval_pairs(paths, hr_size=32, count=4)
     np.testing.assert_allclose(hr, np.stack(images) / 127.5 - 1, atol=1e-6)
 
 
@@ -447,25 +448,25 @@ def test_load_image_raises_only_data_errors(tmp_path_factory, prefix, body):
     path = tmp_path_factory.getbasetemp() / "fuzz.jpg"
     path.write_bytes(prefix + body)
     try:
-        image = utils.load_image(str(path), max_pixels=1_000_000)
-    except utils.DataError:
+        image = data.load_image(str(path), max_pixels=1_000_000)
+    except data.DataError:
         return
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.data())
-def test_load_image_on_damaged_real_images(tmp_path_factory, data):
+@given(draws=st.data())
+def test_load_image_on_damaged_real_images(tmp_path_factory, draws):
     """Real JPEG/PNG/BMP files with a few bytes overwritten: deeper into the decoders than random bytes get."""
-    ext = data.draw(st.sampled_from([".jpg", ".png", ".bmp"]))
+    ext = draws.draw(st.sampled_from([".jpg", ".png", ".bmp"]))
     image = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)  # the same every example
     original = bytearray(open(write(str(tmp_path_factory.getbasetemp() / f"src{ext}"), image), "rb").read())
-    for _ in range(data.draw(st.integers(1, 8))):
-        original[data.draw(st.integers(0, len(original) - 1))] = data.draw(st.integers(0, 255))
+    for _ in range(draws.draw(st.integers(1, 8))):
+        original[draws.draw(st.integers(0, len(original) - 1))] = draws.draw(st.integers(0, 255))
     path = tmp_path_factory.getbasetemp() / f"fuzz{ext}"
-    path.write_bytes(bytes(original[:data.draw(st.integers(0, len(original)))]))
+    path.write_bytes(bytes(original[:draws.draw(st.integers(0, len(original)))]))
     try:
-        image = utils.load_image(str(path), max_pixels=1_000_000)
-    except utils.DataError:
+        image = data.load_image(str(path), max_pixels=1_000_000)
+    except data.DataError:
         return
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from skimage import data
+import skimage.data
 
+import data
 import infer
-import utils
+import metrics
 from conftest import ROOT
 from test_data import write_png16
 
-PHOTO = data.astronaut()
+PHOTO = skimage.data.astronaut()
 
 
 def cli(script, *args):
@@ -79,7 +80,7 @@ def test_grey_stays_grey_and_is_the_mean_of_the_colour_result(outputs, inputs, u
 def test_rgba_keeps_its_alpha_upscaled_bicubically(outputs, inputs, upscaler):
     rgba = np.asarray(Image.open(inputs / "rgba.png"))
     out = np.asarray(Image.open(outputs / "rgba_x4.png"))
-    alpha = np.clip(np.round(utils.imresize(rgba[:, :, 3].astype(float), 4)), 0, 255)
+    alpha = np.clip(np.round(metrics.imresize(rgba[:, :, 3].astype(float), 4)), 0, 255)
     np.testing.assert_array_equal(out[:, :, 3], alpha)
     np.testing.assert_array_equal(out[:, :, :3], upscaler.upscale(rgba[:, :, :3]))
 
@@ -92,12 +93,12 @@ def test_16_bit_in_16_bit_out_on_the_same_scale(outputs, upscaler):
 
 
 def test_tiled_matches_untiled(upscaler):
-    lr = utils.imresize(PHOTO[:280, :200], 1 / 4)  # 70 x 50
+    lr = metrics.imresize(PHOTO[:280, :200], 1 / 4)  # 70 x 50
     assert len(infer.spans(70, 32, 12)) > 2 and len(infer.spans(50, 32, 12)) > 1
     tiled, whole = upscaler.upscale(lr, tile=32, overlap=12), upscaler.upscale(lr, tile=0)
     hr = PHOTO[:280, :200]
-    assert abs(utils.sr_metrics(tiled, hr)[0] - utils.sr_metrics(whole, hr)[0]) < 0.01
-    assert utils.psnr(tiled, whole) > 50
+    assert abs(metrics.sr_metrics(tiled, hr)[0] - metrics.sr_metrics(whole, hr)[0]) < 0.01
+    assert metrics.psnr(tiled, whole) > 50
     bands = [len(band) for band in upscaler.bands(lr / 127.5 - 1, tile=32, overlap=12)]
     assert len(bands) == len(infer.spans(70, 32, 12)) and sum(bands) == 280  # streamed a row of tiles at a time
 
@@ -106,7 +107,7 @@ def test_export_reloads_with_infer_and_plain_tensorflow(tiny_run, upscaler, tmp_
     export = tmp_path / "exported"
     result = cli("infer.py", "--checkpoint", tiny_run, "--export", export)
     assert result.returncode == 0, result.stderr[-2000:]
-    lr = utils.imresize(PHOTO[:64, :48], 1 / 4)
+    lr = metrics.imresize(PHOTO[:64, :48], 1 / 4)
     loaded = infer.Upscaler(str(export))
     np.testing.assert_array_equal(loaded.upscale(lr), upscaler.upscale(lr))
     loaded.close()
@@ -182,13 +183,13 @@ def test_evaluate_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
     folder = tmp_path / "Tiny" / "HR"
     folder.mkdir(parents=True)
     Image.fromarray(PHOTO[:50, :42]).save(folder / "colour.png")
-    Image.fromarray(data.camera()[:36, :40]).save(folder / "grey.png")
+    Image.fromarray(skimage.data.camera()[:36, :40]).save(folder / "grey.png")
     result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", folder, "--save-images")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| Tiny | 2 |" in result.stdout
     report = json.loads((tiny_run / "eval-2.json").read_text())["sets"]["Tiny"]
-    expected = np.mean([utils.sr_metrics(utils.imresize(lr, 4), hr) for hr, lr in
-                        (utils.bicubic_pair(utils.load_image(str(p))) for p in sorted(folder.iterdir()))], axis=0)
+    expected = np.mean([metrics.sr_metrics(metrics.imresize(lr, 4), hr) for hr, lr in
+                        (metrics.bicubic_pair(data.load_image(str(p))) for p in sorted(folder.iterdir()))], axis=0)
     assert (report["bicubic"]["psnr"], report["bicubic"]["ssim"]) == pytest.approx(tuple(expected))
     assert all(np.isfinite(report["model"][k]) for k in ("psnr", "ssim", "vgg")) and report["model"]["vgg"] > 0
     assert (tiny_run / "eval-2.md").read_text().count("| Tiny |") == 1

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import utils
+import monitor
 
 tf1 = tf.compat.v1
 
@@ -24,20 +24,20 @@ def write_scalars(run_dir, points):
 def test_scalars_are_read_up_to_a_half_written_record(tmp_path):
     write_scalars(tmp_path, {"summaries/mse_loss": [(1, 0.5), (2, 0.4), (3, 0.3)],
                              "other/ignored": [(1, 1.0)], "summaries/D_x": [(3, 0.9)]})  # D_x written last
-    scalars = utils.read_scalars(str(tmp_path))
+    scalars = monitor.read_scalars(str(tmp_path))
     assert set(scalars) == {"mse_loss", "D_x"}
     steps, values = scalars["mse_loss"]
     assert steps.tolist() == [1, 2, 3] and np.allclose(values, [0.5, 0.4, 0.3])
     (path,) = tmp_path.glob("events.out.tfevents.*")
     path.write_bytes(path.read_bytes()[:-5])  # as a running training leaves it between two writes
-    scalars = utils.read_scalars(str(tmp_path))
+    scalars = monitor.read_scalars(str(tmp_path))
     assert scalars["mse_loss"][0].tolist() == [1, 2, 3] and "D_x" not in scalars
 
 
 def test_every_curve_is_plotted(tmp_path):
     tags = ["g_loss", "d_loss", "adv_loss", "content_loss", "mse_loss", "D_x", "D_G_z"]
     write_scalars(tmp_path, {f"summaries/{tag}": [(s, math.sin(s) + 2) for s in range(1, 40)] for tag in tags})
-    paths = utils.plot_training(str(tmp_path))
+    paths = monitor.plot_training(str(tmp_path))
     names = sorted(p.split("/")[-1] for p in paths)
     assert names == sorted(["g_loss.png", "d_loss.png", "adv_loss.png", "content_loss.png", "mse_loss.png", "D_outputs.png"])
     for path in paths:
@@ -46,8 +46,8 @@ def test_every_curve_is_plotted(tmp_path):
 
 
 def test_smoothing_is_a_debiased_moving_average():
-    assert np.allclose(utils.smooth(np.full(10, 3.0)), 3.0)
-    assert utils.smooth(np.array([0.0, 10.0]))[1] == pytest.approx(10 * 0.1 / (1 - 0.81))
+    assert np.allclose(monitor.smooth(np.full(10, 3.0)), 3.0)
+    assert monitor.smooth(np.array([0.0, 10.0]))[1] == pytest.approx(10 * 0.1 / (1 - 0.81))
 
 
 def healthy_step(i):
@@ -55,12 +55,12 @@ def healthy_step(i):
 
 
 def test_gan_health_is_quiet_on_a_balanced_game():
-    health = utils.GANHealth(window=20)
+    health = monitor.GANHealth(window=20)
     assert not any(health.update(healthy_step(i)) for i in range(60))
 
 
 def test_gan_health_names_a_winning_discriminator_and_an_exploding_loss():
-    health = utils.GANHealth(window=20)
+    health = monitor.GANHealth(window=20)
     collapsed = {"D_x": 1.0, "D_G_z": 1e-9, "adv_loss": 20.0, "d_loss": 0.0}
     for i in range(19):
         assert health.update(collapsed) == []
@@ -71,4 +71,4 @@ def test_gan_health_names_a_winning_discriminator_and_an_exploding_loss():
 
 
 def test_gan_health_names_nan():
-    assert "d_loss is nan" in utils.GANHealth().update(dict(healthy_step(0), d_loss=float("nan")))
+    assert "d_loss is nan" in monitor.GANHealth().update(dict(healthy_step(0), d_loss=float("nan")))

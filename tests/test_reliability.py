@@ -173,9 +173,11 @@ def test_the_start_refuses_a_disk_without_room_for_the_checkpoints(disk):
 MEASURE_MEMORY = """
 import os, re, sys, tracemalloc
 import tensorflow as tf
+import monitor
+import tflib
 import train
-tf.compat.v1.disable_eager_execution()
-train.utils.plot_training = lambda run_dir: []  # once per phase, reading every event: not a per-step cost
+tflib.init_tf()
+monitor.plot_training = lambda run_dir: []  # once per phase, reading every event: not a per-step cost
 def peak_mb():
     with open("/proc/self/status") as f:
         return int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) / 1024

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tflib
 import train as train_py
 from conftest import ROOT
 
@@ -157,7 +158,7 @@ def test_adam_slots_start_as_their_own_zeros_not_as_a_constant_kept_for_the_sess
         init = tf1.global_variables_initializer()
         probe = tf1.placeholder(tf.float32, [8])
         probe_sum = tf.reduce_sum(probe * 2)
-    with tf1.Session(graph=graph, config=train_py.session_config()) as sess:
+    with tf1.Session(graph=graph, config=tflib.session_config()) as sess:
         sess.run(init)
         sess.run(train_op)
         trace = tf1.RunMetadata()

@@ -1,0 +1,276 @@
+"""The training data: find a dataset's images, read them, check them, and turn them into (LR, HR) pairs.
+
+HR is a crop (or resize) of a photo, LR its bicubic x`scale` downscale; both float32 in [-1, 1].
+The same `_prepare` makes the training pairs (random crop and flip) and the evaluation pairs
+(centre crop, no flip), so what the model is judged on is made exactly like what it learns from.
+"""
+import contextlib
+import glob
+import importlib.util
+import os
+import sys
+import threading
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from tflib import tf, tf1
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+PIL_FORMATS = ("JPEG", "PNG", "BMP")  # the only parsers PIL may try: never EPS (ghostscript) on a renamed file
+MAX_PIXELS = 50_000_000  # larger images are refused before decoding (decompression bombs)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # max_pixels decides, see _open
+HR_PREPS = ("crop", "resize")
+
+# The colour photographs shipped inside scikit-image (its grayscale and synthetic images are left out).
+SAMPLE_IMAGES = (
+    "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+    "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png",
+)
+
+# name: (what the images are, glob patterns under <dir>, layout shown to the user, where to get them)
+_LAYOUTS = {
+    "places": ("Places-205", ("?/*/*", "?/*/*/*"), "<letter>/<category>[/<subcategory>]/*.jpg",
+               "download Places-205 from http://places.csail.mit.edu/"),
+    "dogs": ("Stanford Dogs", ("Images/*/*",), "Images/<synset-breed>/*.jpg",
+             "download Stanford Dogs from http://vision.stanford.edu/aditya86/ImageNetDogs/"),
+    "celeba": ("CelebA", ("img_align_celeba/*",), "img_align_celeba/*.jpg",
+               "download the Align&Cropped CelebA images from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"),
+    "folder": ("JPEG/PNG/BMP", ("**/*",), "**/*.{jpg,jpeg,png,bmp}", "put your own images there"),
+    "sample": ("scikit-image sample", SAMPLE_IMAGES, "astronaut.png, chelsea.png, ... (colour photos)",
+               "install scikit-image, which ships them"),
+}
+DATASETS = {name: f"{what} images: <dir>/{layout}; {source}" for name, (what, _, layout, source) in _LAYOUTS.items()}
+DATASETS["sample"] = "the colour photos shipped inside scikit-image (no download, --data-dir is ignored)"
+
+
+class DataError(Exception):
+    """A problem with the user's data; str(e) is one line saying what is wrong and how to fix it."""
+
+
+def sample_dir():
+    """skimage/data, the `sample` dataset's photos, found without importing scikit-image."""
+    spec = importlib.util.find_spec("skimage")
+    return os.path.join(os.path.dirname(spec.origin), "data") if spec else "<scikit-image>/data"
+
+
+def list_images(dataset, data_dir=None):
+    """Sorted absolute paths of the images of `dataset` laid out as DATASETS describes, else DataError."""
+    if dataset not in _LAYOUTS:
+        raise DataError(f"unknown dataset {dataset!r}: choose one of {', '.join(_LAYOUTS)}")
+    what, patterns, layout, source = _LAYOUTS[dataset]
+    root = sample_dir() if dataset == "sample" else (data_dir or os.path.join("data", dataset))
+    # glob skips hidden files and directories; "**" only recurses for the folder layout
+    found = [os.path.join(root, rel) for pattern in patterns for rel in glob.glob(pattern, root_dir=root, recursive=True)]
+    paths = sorted(os.path.abspath(p) for p in found if p.lower().endswith(IMAGE_EXTS) and os.path.isfile(p))
+    if not paths:
+        if os.path.isdir(root) and not os.access(root, os.R_OK | os.X_OK):
+            raise DataError(f"cannot read {root}: permission denied")
+        missing = "" if os.path.isdir(root) else " (no such directory)"
+        hint = "" if dataset == "sample" else " or pass --data-dir"
+        raise DataError(f"no {what} images under {root}{missing}: expected {os.path.join(root, layout)}; {source}{hint}")
+    return paths
+
+
+@contextlib.contextmanager
+def _open(path, max_pixels=MAX_PIXELS):
+    """The PIL image of `path`, header read but pixels not decoded yet; any failure in the block is a DataError.
+
+    PIL's parsers raise many kinds of exceptions on malformed files (see the fuzz test), hence `Exception`.
+    """
+    try:
+        with Image.open(path, formats=PIL_FORMATS) as image:
+            if image.width * image.height > max_pixels:
+                raise DataError(f"image {path} has {image.width}x{image.height} pixels, "
+                                f"more than the limit of {max_pixels:,} (--max-pixels)")
+            yield image
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
+def check_image(path, max_pixels=MAX_PIXELS):
+    """DataError unless `path` has a JPEG/PNG/BMP header within the pixel limit; cheap: decodes no pixels."""
+    with _open(path, max_pixels):
+        pass
+
+
+def load_image(path, max_pixels=MAX_PIXELS):
+    """uint8 RGB [h, w, 3] of a JPEG, PNG or BMP file (what training sees), else DataError.
+
+    Grayscale, palette and CMYK become RGB, alpha is dropped (not composited), 16-bit keeps the high byte.
+    """
+    with _open(path, max_pixels) as image:
+        if image.mode.startswith("I"):  # 16-bit grayscale; 16-bit RGB already arrives as 8-bit "RGB"
+            gray = (np.asarray(image) >> 8).astype(np.uint8)
+            return np.repeat(gray[:, :, None], 3, axis=2)
+        return np.array(image.convert("RGB"))
+
+
+def _readable(path, max_pixels=MAX_PIXELS):
+    try:
+        load_image(path, max_pixels)
+        return True
+    except DataError:
+        return False
+
+
+class Skipped:
+    """The files the input pipeline skipped, each counted once though met every epoch; prints the first few."""
+
+    def __init__(self, shown=5):
+        self.reasons, self.shown, self._lock = set(), shown, threading.Lock()
+
+    @property
+    def count(self):
+        return len(self.reasons)
+
+    def add(self, reason):
+        with self._lock:
+            if reason not in self.reasons:
+                self.reasons.add(reason)
+                if self.count <= self.shown:
+                    print(f"skipped: {reason}", file=sys.stderr, flush=True)
+
+
+def check_files(paths, max_bad_fraction, max_pixels=MAX_PIXELS, sample=2000, seed=0):
+    """(paths without the bad files found, their reasons) after checking the headers of up to `sample`
+    files picked at random; DataError if more than `max_bad_fraction` of them are bad.
+
+    Headers only and a bounded sample, so it takes seconds on Places' 2.5M files: the pipeline skips
+    the bad files left (truncated ones, those outside the sample) as it meets them.
+    """
+    picked = np.random.default_rng(seed).permutation(len(paths))[:sample]
+    bad = {}
+    for i in picked:
+        try:
+            check_image(paths[i], max_pixels)
+        except DataError as e:
+            bad[paths[i]] = str(e)
+    if len(bad) > max_bad_fraction * len(picked):
+        raise DataError(f"{len(bad)} of {len(picked)} image files checked cannot be used, more than "
+                        f"--max-bad-fraction {max_bad_fraction}; the first: {next(iter(bad.values()))}")
+    return [p for p in paths if p not in bad], list(bad.values())
+
+
+def _load_draw(paths, index, max_pixels=MAX_PIXELS, min_scale=0, skipped=None):
+    """load_image of paths[index], or else of the next file that can be used, each failure counted in
+    `skipped`: one image per draw whatever fails, so that draw k always belongs to the same step.
+
+    With min_scale, an image whose short side upscaled to min_scale would exceed max_pixels (a 1-pixel
+    line, say) cannot be used either.
+    """
+    for i in range(index, index + len(paths)):
+        path = paths[i % len(paths)]
+        try:
+            image = load_image(path, max_pixels)
+            h, w = image.shape[:2]
+            if min(h, w) < min_scale and max(h, w) * min_scale / min(h, w) * min_scale > max_pixels:
+                raise DataError(f"image {path} is {w}x{h}: upscaled to a short side of {min_scale} "
+                                f"it would have more than {max_pixels:,} pixels (--max-pixels)")
+            return image
+        except DataError as e:
+            if skipped is not None:
+                skipped.add(str(e))
+    raise DataError(f"none of the {len(paths)} image files can be read any more")
+
+
+def _prepare(image, hr_size, scale, hr_prep, seeds=None, flip=False):
+    """tf op: uint8 image [h, w, 3] -> (lr [hr_size/scale]^2, hr [hr_size]^2) float32 in [-1, 1].
+
+    hr_prep "crop": images with a side below hr_size are first upscaled so the short side is hr_size,
+    then cropped; "resize": the whole image squashed to hr_size x hr_size. With `seeds` (stateless
+    seeds [2, 2]) the crop is random and the flip (if asked) random; without, centre crop, no flip.
+    """
+    if hr_size % scale:
+        raise ValueError(f"hr_size {hr_size} must be divisible by scale {scale}")
+    if hr_prep not in HR_PREPS:
+        raise ValueError(f"hr_prep must be one of {HR_PREPS}, got {hr_prep!r}")
+    image = tf.cast(image, tf.float32)
+    if hr_prep == "resize":
+        hr = tf.image.resize(image, [hr_size, hr_size], method="bicubic", antialias=True)
+    else:
+        size = tf.cast(tf.shape(image)[:2], tf.float64)
+        short = tf.reduce_min(size)
+        new_size = tf.cast(tf.round(size * hr_size / short), tf.int32)
+        image = tf.cond(short < hr_size,
+                        lambda: tf.image.resize(image, new_size, method="bicubic", antialias=True),
+                        lambda: image)
+        if seeds is None:
+            hr = tf.image.resize_with_crop_or_pad(image, hr_size, hr_size)
+        else:
+            hr = tf.image.stateless_random_crop(image, [hr_size, hr_size, 3], seed=seeds[0])
+    if flip and seeds is not None:
+        hr = tf.image.stateless_random_flip_left_right(hr, seed=seeds[1])
+    hr = tf.clip_by_value(hr / 127.5 - 1, -1.0, 1.0)  # bicubic upscaling overshoots
+    lr = tf.image.resize(hr, [hr_size // scale] * 2, method="bicubic", antialias=True)
+    return tf.clip_by_value(lr, -1.0, 1.0), hr
+
+
+def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip=True, seed=None,
+                 repeat=True, shuffle=True, start=0, max_pixels=MAX_PIXELS, skipped=None):
+    """tf.data.Dataset of (lr [batch, hr_size/scale, hr_size/scale, 3], hr [batch, hr_size, hr_size, 3]).
+
+    Draw k of the endless stream is file permutation(seed, epoch)[k % len(paths)], cropped and flipped
+    with seeds made of (seed, k); a file that cannot be used is replaced by the next one that can (see
+    _load_draw; counted in `skipped`, a Skipped). So a seeded run sees the same pairs in the same
+    order, and `start` = k begins the stream at draw k at no cost: where a resumed run left off.
+    One readable file is required up front (else DataError): otherwise no draw could ever be made.
+    """
+    paths = list(paths)
+    if not any(_readable(p, max_pixels) for p in paths):
+        raise DataError(f"none of the {len(paths)} image files given can be read")
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31))
+    min_scale = hr_size if hr_prep == "crop" else 0
+
+    # A Python generator instead of from_tensor_slices keeps millions of paths (Places) out of the
+    # GraphDef, which would otherwise be copied into every checkpoint's .meta file.
+    def draws():
+        epoch, offset = divmod(start, len(paths))
+        while repeat or epoch == 0:
+            order = np.random.default_rng([seed, epoch]).permutation(len(paths)) if shuffle else range(len(paths))
+            for i in range(offset, len(paths)):
+                draw = epoch * len(paths) + i
+                yield order[i], [[seed, 2 * draw], [seed, 2 * draw + 1]]
+            epoch, offset = epoch + 1, 0
+
+    def pair(index, seeds):
+        load = lambda i: _load_draw(paths, int(i), max_pixels, min_scale, skipped)
+        image = tf.numpy_function(load, [index], tf.uint8)
+        image.set_shape([None, None, 3])
+        return _prepare(image, hr_size, scale, hr_prep, seeds, flip)
+
+    ds = tf.data.Dataset.from_generator(
+        draws, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([2, 2], tf.int64)))
+    ds = ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors()  # the last resort, e.g. when a huge crop runs out of memory: drops the pair
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_pairs(paths, hr_size=256, scale=4, hr_prep="crop", count=4, max_pixels=MAX_PIXELS):
+    """(lr [N, h/scale, w/scale, 3], hr [N, h, w, 3]) float32 numpy of the first `count` readable images,
+    centre crops; DataError if none is readable.
+
+    Runs in its own graph and session, so it can be called while another graph is the default.
+    """
+    images, errors = [], []
+    for p in paths:
+        if len(images) == count:
+            break
+        try:
+            images.append(load_image(p, max_pixels))
+        except DataError as e:
+            errors.append(e)
+    if not images:
+        raise DataError(f"none of the {len(paths)} images can be read; the first: {errors[0]}")
+    with tf.Graph().as_default():
+        image = tf1.placeholder(tf.uint8, [None, None, 3])
+        pair = _prepare(image, hr_size, scale, hr_prep)
+        with tf1.Session() as sess:
+            pairs = [sess.run(pair, {image: x}) for x in images]
+    lr, hr = zip(*pairs)
+    return np.stack(lr), np.stack(hr)
+

@@ -1,0 +1,59 @@
+"""tflib: every command starts quietly, its first line its own, and a real TensorFlow failure still shows."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+# A stand-in for TensorFlow that writes to file descriptor 2 from "C++" as the real one does while it loads.
+FAKE_TENSORFLOW = '''
+import os
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see slightly different results\\n")
+os.write(2, b"E0000 loader.cc:1] {message}\\n")
+{ending}
+'''
+WORKS = '''
+class config:
+    list_physical_devices = staticmethod(lambda: [])
+class compat:
+    v1 = None
+'''
+
+
+def run(args, fake=None, tmp_path=None):
+    env = dict(os.environ)
+    if fake:
+        package = tmp_path / "tensorflow"
+        package.mkdir()
+        (package / "__init__.py").write_text(fake)
+        env["PYTHONPATH"] = str(tmp_path)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("script", ["train.py", "infer.py", "evaluate.py", "bench.py", "vgg16.py"])
+def test_help_prints_nothing_before_its_own_first_line(script):
+    result = run([script, "--help"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[0].startswith(f"usage: {script}")
+
+
+def test_a_failing_tensorflow_import_still_shows_what_it_wrote_and_why(tmp_path):
+    fake = FAKE_TENSORFLOW.format(message="libtensorflow_framework.so.2: cannot open shared object file",
+                                  ending="raise ImportError('broken install')")
+    result = run(["train.py", "--help"], fake, tmp_path)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "libtensorflow_framework.so.2: cannot open shared object file" in result.stderr
+    assert "ImportError: broken install" in result.stderr
+    assert "oneDNN custom operations are on" in result.stderr  # all of it, when loading failed
+
+
+def test_a_working_import_drops_only_the_known_chatter(tmp_path):
+    fake = FAKE_TENSORFLOW.format(message="something TensorFlow needs you to know", ending=WORKS)
+    result = run(["-c", "import tflib; print('first line')"], fake, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "first line\n"
+    assert result.stderr == "E0000 loader.cc:1] something TensorFlow needs you to know\n"

@@ -1,0 +1,71 @@
+"""TensorFlow, set up in one place: imported quietly, in graph mode, with this project's session options.
+
+Every module takes TensorFlow from here (`from tflib import tf, tf1`) and every command calls
+init_tf() first, so a command's first line of output is its own: the start-up chatter TensorFlow's
+C++ code writes to file descriptor 2 while it loads (before Python's logging exists, whatever
+the C++ log level) is captured, and anything in it that is not known chatter, or all of it
+if loading fails, is written out again.
+"""
+import os
+import re
+import sys
+import tempfile
+
+# Lines TensorFlow prints on every start on a machine without a GPU; nothing a user can act on.
+CHATTER = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)"
+                     r"|oneDNN custom operations are on|Could not find cuda drivers|failed call to cuInit"
+                     r"|This TensorFlow binary is optimized to use|rebuild TensorFlow with the appropriate compiler flags")
+
+
+def _import_quietly():
+    """import tensorflow (and find its devices, which logs the CUDA probe) with fd 2 captured."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # INFO and WARNING of the C++ logger, once it exists
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        failed = True  # then all of it is shown: it may say why
+        try:
+            import tensorflow
+            tensorflow.config.list_physical_devices()
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if failed or not CHATTER.search(line)))
+            sys.stderr.flush()
+    return tensorflow
+
+
+tf = _import_quietly()
+tf1 = tf.compat.v1
+
+
+def init_tf():
+    """What every command calls first: a TF1 program (graphs and sessions only), Python-side logs at ERROR."""
+    tf1.disable_eager_execution()
+    tf.get_logger().setLevel("ERROR")
+
+
+def session_config(precision="fp32"):
+    """The training sessions' options: all of this machine's cores; soft placement, so that the same
+    graph runs on a GPU where there is one; no constant folding, which would turn the zero initial
+    values of Adam's slots into constants kept for the session's life; and for `precision` bf16,
+    oneDNN's bfloat16 rewrite of convolutions and matmuls (float16 is the optimizers' job, see model.py).
+    """
+    from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    config = tf1.ConfigProto(allow_soft_placement=True, intra_op_parallelism_threads=cores,
+                             inter_op_parallelism_threads=2)
+    config.gpu_options.allow_growth = True
+    config.graph_options.rewrite_options.constant_folding = RewriterConfig.OFF
+    if precision == "bf16":
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = RewriterConfig.ON
+        # The rewrite would also cast D's dense kernels, whose matmuls at batch 1 only stream the kernel:
+        # they stay fp32. They are the graph's only MatMuls.
+        os.environ.setdefault("TF_AUTO_MIXED_PRECISION_GRAPH_REWRITE_ALLOWLIST_REMOVE", "MatMul")
+    return config
