@@ -23,7 +23,7 @@ import tflib
 import train
 import utils
 import vgg16
-from model import ON_BLOCKS_SCOPE, SCALE
+from model import CONTENT_LOSSES, ON_BLOCKS_SCOPE, PRECISIONS, SCALE, SRGAN
 from tflib import tf, tf1
 FLOP_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul")
 
@@ -142,7 +142,7 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
         tf1.set_random_seed(cfg["seed"])
         # A dataset, not constants: grappler would fold whatever depends only on constants (VGG of HR).
         lr, hr = tf1.data.make_one_shot_iterator(tf.data.Dataset.from_tensors(batch).repeat()).get_next()
-        srgan = train.build_model(cfg, lr, hr)
+        srgan = SRGAN(lr, hr, train.model_config(cfg))
         init = tf1.global_variables_initializer()
         graph.finalize()
         sess = tf1.Session(graph=graph, config=tflib.session_config(cfg["precision"]))
@@ -178,8 +178,8 @@ def main(argv=None):
     p.add_argument("--blocks", type=int, default=train.DEFAULTS["blocks"])
     p.add_argument("--hr-size", type=int, default=train.DEFAULTS["hr_size"])
     p.add_argument("--batch-size", type=int, default=train.DEFAULTS["batch_size"])
-    p.add_argument("--precision", choices=train.PRECISIONS, default=train.DEFAULTS["precision"])
-    p.add_argument("--content-loss", choices=train.CONTENT_LOSSES, default=train.DEFAULTS["content_loss"])
+    p.add_argument("--precision", choices=PRECISIONS, default=train.DEFAULTS["precision"])
+    p.add_argument("--content-loss", choices=CONTENT_LOSSES, default=train.DEFAULTS["content_loss"])
     p.add_argument("--vgg-layer", choices=vgg16.LAYERS, default=train.DEFAULTS["vgg_layer"])
     p.add_argument("--gan-update", choices=train.GAN_UPDATES, default=train.DEFAULTS["gan_update"])
     p.add_argument("--steps", nargs="*", choices=("pretrain", "d_step", "g_step", "gan_iteration"),

@@ -22,7 +22,7 @@ import data
 import metrics
 import tflib
 import utils
-from model import SCALE, SRGAN
+from model import SCALE, generator
 from tflib import tf, tf1
 from utils import CLIError
 
@@ -66,10 +66,10 @@ def check_architecture(checkpoint, variables, blocks):
 def build_generator(blocks):
     """Into the default graph: float [-1, 1] and uint8 inputs [None, None, None, 3], their outputs, one generator."""
     lr_float = tf1.placeholder(tf.float32, [None, None, None, 3], name="lr_input")
-    sr_float = tf.identity(SRGAN.Generator(lr_float, blocks, training=False), name="sr_output")
+    sr_float = tf.identity(generator(lr_float, blocks, training=False), name="sr_output")
     lr_uint8 = tf1.placeholder(tf.uint8, [None, None, None, 3], name="lr_uint8")
     with tf1.variable_scope(tf1.get_variable_scope(), reuse=True):
-        sr = SRGAN.Generator(tf.cast(lr_uint8, tf.float32) / 127.5 - 1, blocks, training=False)
+        sr = generator(tf.cast(lr_uint8, tf.float32) / 127.5 - 1, blocks, training=False)
     sr_uint8 = tf.cast(tf.round(tf.clip_by_value((sr + 1) * 127.5, 0, 255)), tf.uint8, name="sr_uint8")
     return {FLOAT_SIGNATURE: (lr_float, sr_float), UINT8_SIGNATURE: (lr_uint8, sr_uint8)}
 

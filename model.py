@@ -4,6 +4,7 @@ Read top to bottom: the layers, the generator (SRResNet), the discriminator, the
 optimizers, all assembled by the SRGAN class. Pure tf.compat.v1: variable_scope + get_variable
 for weights, name_scope for a readable TensorBoard graph, explicit UPDATE_OPS for batch norm.
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -12,10 +13,14 @@ from tflib import tf, tf1
 from vgg16 import VGG16
 
 CONTENT_LOSSES = ("vgg", "mse", "mse+vgg")
+# fp32; bf16: TensorFlow's oneDNN bfloat16 rewrite on CPUs with AVX512_BF16 or AMX (tflib.session_config);
+# mixed_float16: its float16 rewrite with dynamic loss scaling, for GPUs (the optimizers here).
+# Variables and losses stay float32.
+PRECISIONS = ("fp32", "bf16", "mixed_float16")
 SCALE = 4  # the generator's two x2 sub-pixel steps
 VGG_RESCALE = 1 / 12.75  # the paper rescales VGG features so the VGG loss is comparable to the MSE
 ADV_WEIGHT = 1e-3  # the paper's weight of the adversarial loss in the perceptual loss
-DENSE_SHARD_BYTES = 16 << 20  # dense(): D's 131072x1024 kernel at 256x256 in 32 row shards
+DENSE_SHARD_BYTES = 16 << 20  # dense(): the largest row shard of a kernel
 PHASES = ("pretrain", "gan", "done")
 ON_BLOCKS_SCOPE = "on_blocks"  # conv2d_on_blocks's ops; bench.py counts their FLOPs by it
 DENSE_KERNELS = "dense_kernels"  # the collection of dense() kernel shards, updated after all other gradients
@@ -36,8 +41,8 @@ def conv2d(x, filters, kernel, stride=1, name="conv", blocks=1):
 def conv2d_on_blocks(x, w, r):
     """tf.nn.conv2d(x, w, 1, "SAME") for an odd kernel w and x's height and width divisible by r, computed
     as a convolution of r x r blocks of pixels (space_to_depth) by a kernel rearranged from w. oneDNN pads
-    a convolution's output channels to 16: the generator's k9n3 layer does 5x the work it needs, while on
-    2x2 blocks it has 12 output channels, for 1.23x the taps (the rest are zeros): 2.3x faster, both ways."""
+    a convolution's output channels to 16, so a 3-channel output wastes most of its work; on 2x2 blocks
+    the same layer has 12 output channels (and a few zero taps)."""
     with tf1.name_scope(ON_BLOCKS_SCOPE):
         k, cin, cout = w.shape[0], w.shape[2], w.shape[3]
         reach = (k // 2 + r - 1) // r  # blocks the kernel reaches on each side
@@ -55,8 +60,8 @@ def conv2d_on_blocks(x, w, r):
 
 def dense(x, units, name="dense"):
     """Fully connected layer. Its kernel is stored in row shards of at most DENSE_SHARD_BYTES (one
-    checkpoint entry all the same), so that D's 537 MB kernel can take its gradient and Adam update
-    shard by shard: the whole kernel's gradient never exists."""
+    checkpoint entry all the same), so that D's large first kernel can take its gradient and Adam
+    update shard by shard: the whole kernel's gradient never exists."""
     with tf1.variable_scope(name):
         kernel = tf1.get_variable("kernel", [x.shape[-1], units],
                                   partitioner=tf1.variable_axis_size_partitioner(DENSE_SHARD_BYTES))
@@ -124,7 +129,112 @@ def sigmoid_cross_entropy(label, logits):
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), label), logits=logits))
 
 
+# ----------------------------------------------------------------------------- the networks
+
+def generator(x, blocks, training, reuse=False):
+    """SRResNet: k9n64s1 PReLU; B residual blocks (k3n64s1 BN PReLU k3n64s1 BN, + skip);
+    k3n64s1 BN + long skip; 2 x (k3n256s1, sub-pixel x2, PReLU); k9n3s1; tanh. A function of its
+    own, so that inference and export can build it alone (training=False: BN on its moving averages)."""
+    with tf1.variable_scope("generator", reuse=reuse):
+        x = prelu(conv2d(x, 64, 9, name="conv_in"), name="prelu_in")
+        skip = x
+        for i in range(blocks):
+            with tf1.variable_scope(f"res{i}"):
+                r = prelu(batch_norm(conv2d(x, 64, 3, name="conv1"), training, "bn1"))
+                x = x + batch_norm(conv2d(r, 64, 3, name="conv2"), training, "bn2")
+        x = skip + batch_norm(conv2d(x, 64, 3, name="conv_mid"), training, "bn_mid")
+        for i in range(2):
+            with tf1.variable_scope(f"upsample{i}"):
+                x = prelu(tf.nn.depth_to_space(conv2d(x, 256, 3), 2))
+        return tf.tanh(conv2d(x, 3, 9, name="conv_out", blocks=2))  # height and width even after the sub-pixel steps
+
+
+def discriminator(x, reuse=False):
+    """The convolutional part: k3n64s1 LReLU; 7 x (conv, BN, LReLU) with (n, s) below; flattened.
+    Batch norm always uses batch statistics here: the discriminator only ever runs while training."""
+    with tf1.variable_scope("discriminator", reuse=reuse):
+        x = lrelu(conv2d(x, 64, 3, name="conv0"))
+        for i, (filters, stride) in enumerate([(64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2)], 1):
+            x = lrelu(batch_norm(conv2d(x, filters, 3, stride, name=f"conv{i}"), True, f"bn{i}"))
+        return tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]])
+
+
+def discriminator_head(features, reuse=False):
+    """The rest of the discriminator: dense 1024 LReLU; dense 1. Returns the logits."""
+    with tf1.variable_scope("discriminator", reuse=reuse):
+        return dense(lrelu(dense(features, 1024, "dense0")), 1, "dense1")
+
+
+# ----------------------------------------------------------------------------- the optimizers
+
+def learning_rate(config, global_step, phase):
+    """The rate: config.learning_rate in the GAN phase, / 10 from config.lr_decay_step on (the paper);
+    in the pre-training config.pretrain_lr (default the same), raised linearly over warmup_iters steps
+    and, with cosine_iters, lowered along a half cosine to 0 at that step."""
+    step = tf.cast(global_step, tf.float32)
+    gan_rate = tf.constant(config.learning_rate)
+    if config.lr_decay_step:
+        gan_rate = tf.where(step < config.lr_decay_step, config.learning_rate, config.learning_rate * 0.1)
+    pretrain_rate = tf.constant(config.pretrain_lr or config.learning_rate)
+    if config.warmup_iters:
+        pretrain_rate *= tf.minimum(1.0, (step + 1) / config.warmup_iters)
+    if config.cosine_iters:
+        pretrain_rate *= 0.5 * (1 + tf.cos(math.pi * tf.minimum(1.0, step / config.cosine_iters)))
+    return tf.where(tf.equal(phase, 0), pretrain_rate, gan_rate, name="learning_rate")
+
+
+def adam(config, rate, name):
+    """One Adam; for mixed_float16 wrapped in dynamic loss scaling (TF's float16 graph rewrite)."""
+    optimizer = tf1.train.AdamOptimizer(rate, config.beta1, name=name)
+    if config.precision == "mixed_float16":
+        return tf1.mixed_precision.enable_mixed_precision_graph_rewrite(optimizer)
+    return optimizer
+
+
+def gradients(optimizer, loss, scope):
+    """(gradient, variable) pairs of the trainable variables of `scope`, the dense kernels' last: they
+    come when the backward pass reads those kernels no more, so Adam updates each shard in place
+    where before it would first copy it."""
+    variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope + "/")
+    late = [v for v in variables if v in tf1.get_collection(DENSE_KERNELS)]
+    # GATE_NONE: the default gating makes all gradients of an op wait for each other, which forces
+    # the filter gradients of layers nobody trains (the frozen VGG16, D in G's step).
+    gate = tf1.train.Optimizer.GATE_NONE
+    grads = optimizer.compute_gradients(loss, [v for v in variables if v not in late], gate_gradients=gate)
+    if not late:
+        return grads
+    with tf.control_dependencies([g for g, _ in grads]):
+        return grads + optimizer.compute_gradients(loss, late, gate_gradients=gate)
+
+
+def batch_norm_updates(*scopes):
+    """The UPDATE_OPS of these scopes' batch norms; "discriminator" also matches its second call's "discriminator_1"."""
+    return [op for scope in scopes for op in tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, scope)]
+
+
 # ----------------------------------------------------------------------------- the model
+
+@dataclasses.dataclass(frozen=True)
+class SRGANConfig:
+    """Everything that shapes the training graph (train.model_config builds it from the flags)."""
+    blocks: int = 16                  # residual blocks in the generator
+    content_loss: str = "vgg"         # one of CONTENT_LOSSES
+    vgg_layer: str = "conv5_3"        # the VGG16 layer whose features the VGG loss compares
+    learning_rate: float = 1e-3       # the GAN phase's rate (TensorFlow's Adam default, the report's)
+    beta1: float = 0.97               # Adam's beta1, all Adams
+    lr_decay_step: int | None = None  # from this step on, the GAN rate / 10
+    pretrain_lr: float | None = None  # the pre-training's rate (None: learning_rate)
+    warmup_iters: int = 0             # pre-training rate raised linearly over this many steps
+    cosine_iters: int | None = None   # pre-training rate down to 0 along a half cosine by this step
+    precision: str = "fp32"           # one of PRECISIONS
+    fused_gan_step: bool = False      # also build gan_train_op: D and G updated from one forward pass
+
+    def __post_init__(self):
+        if self.content_loss not in CONTENT_LOSSES:
+            raise ValueError(f"content_loss must be one of {CONTENT_LOSSES}, not {self.content_loss!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+
 
 class SRGAN:
     """The whole training graph: generator, discriminator called twice with shared variables,
@@ -132,69 +242,32 @@ class SRGAN:
     (MSE pre-training, generator, discriminator), a global step and a phase that live in the
     checkpoint, summaries, and a fully convolutional inference path (`lr_input` -> `sr_output`)."""
 
-    def __init__(self, lr, hr, blocks=16, content_loss="vgg", vgg_layer="conv5_3", learning_rate=1e-3,
-                 beta1=0.97, lr_decay_step=None, loss_scaling=False, pretrain_lr=None, warmup_iters=0, cosine_iters=None,
-                 fused_gan_step=False):
-        if content_loss not in CONTENT_LOSSES:
-            raise ValueError(f"content_loss must be one of {CONTENT_LOSSES}, not {content_loss!r}")
+    def __init__(self, lr, hr, config=SRGANConfig()):
+        self.config = config
         self.global_step = tf1.train.get_or_create_global_step()
         self.phase = tf1.get_variable("phase", [], tf.int32, tf1.zeros_initializer(), trainable=False)
         with tf1.name_scope("next_phase"):
             self.next_phase = self.phase.assign_add(1)
 
         self.lr, self.hr = lr, hr
-        self.Gz = self.Generator(lr, blocks, training=True)
-        features_x, features_g = self.Discriminator(hr), self.Discriminator(self.Gz, reuse=True)
-        # D's loss applies the dense head once to both calls' features, stacked: one read of its 537 MB
-        # kernel (at 256x256) each way instead of one per call, and the kernel's gradient in one matmul.
-        logits_dx, logits_dg = tf.split(self.discriminator_head(tf.concat([features_x, features_g], 0)), 2)
-        logits_adv = self.discriminator_head(features_g, reuse=True)  # G's loss needs G(z)'s alone
+        self.Gz = generator(lr, config.blocks, training=True)
+        features_x, features_g = discriminator(hr), discriminator(self.Gz, reuse=True)
+        # D's loss applies the dense head once to both calls' features, stacked: its large kernel is
+        # read once each way instead of once per call, and the kernel's gradient is one matmul.
+        logits_dx, logits_dg = tf.split(discriminator_head(tf.concat([features_x, features_g], 0)), 2)
+        logits_adv = discriminator_head(features_g, reuse=True)  # G's loss needs G(z)'s alone
         self.Dx, self.Dg = tf.sigmoid(logits_dx, name="D_x"), tf.sigmoid(logits_dg, name="D_G_z")
-        self.vgg = VGG16() if "vgg" in content_loss else None
-        self.build_losses(logits_dx, logits_dg, logits_adv, content_loss, vgg_layer)
-        self.build_optimizers(learning_rate, beta1, lr_decay_step, loss_scaling, pretrain_lr, warmup_iters, cosine_iters,
-                              fused_gan_step)
+        self.vgg = VGG16() if "vgg" in config.content_loss else None
+        self.build_losses(logits_dx, logits_dg, logits_adv)
+        self.build_optimizers()
         self.build_summaries()
 
         with tf1.name_scope("inference"):
             self.lr_input = tf1.placeholder(tf.float32, [None, None, None, 3], name="lr_input")
-            self.sr_output = tf.identity(self.Generator(self.lr_input, blocks, training=False, reuse=True), name="sr_output")
+            self.sr_output = tf.identity(generator(self.lr_input, config.blocks, training=False, reuse=True),
+                                         name="sr_output")
 
-    @staticmethod
-    def Generator(x, blocks, training, reuse=False):
-        """SRResNet: k9n64s1 PReLU; B residual blocks (k3n64s1 BN PReLU k3n64s1 BN, + skip);
-        k3n64s1 BN + long skip; 2 x (k3n256s1, sub-pixel x2, PReLU); k9n3s1; tanh. Static, so that
-        inference and export can build it alone (training=False: BN on its moving averages)."""
-        with tf1.variable_scope("generator", reuse=reuse):
-            x = prelu(conv2d(x, 64, 9, name="conv_in"), name="prelu_in")
-            skip = x
-            for i in range(blocks):
-                with tf1.variable_scope(f"res{i}"):
-                    r = prelu(batch_norm(conv2d(x, 64, 3, name="conv1"), training, "bn1"))
-                    x = x + batch_norm(conv2d(r, 64, 3, name="conv2"), training, "bn2")
-            x = skip + batch_norm(conv2d(x, 64, 3, name="conv_mid"), training, "bn_mid")
-            for i in range(2):
-                with tf1.variable_scope(f"upsample{i}"):
-                    x = prelu(tf.nn.depth_to_space(conv2d(x, 256, 3), 2))
-            return tf.tanh(conv2d(x, 3, 9, name="conv_out", blocks=2))  # height and width even after the sub-pixel steps
-
-    @staticmethod
-    def Discriminator(x, reuse=False):
-        """The convolutional part: k3n64s1 LReLU; 7 x (conv, BN, LReLU) with (n, s) below; flattened.
-        Batch norm always uses batch statistics here: the discriminator only ever runs while training."""
-        with tf1.variable_scope("discriminator", reuse=reuse):
-            x = lrelu(conv2d(x, 64, 3, name="conv0"))
-            for i, (filters, stride) in enumerate([(64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2)], 1):
-                x = lrelu(batch_norm(conv2d(x, filters, 3, stride, name=f"conv{i}"), True, f"bn{i}"))
-            return tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]])
-
-    @staticmethod
-    def discriminator_head(features, reuse=False):
-        """The rest of the discriminator: dense 1024 LReLU; dense 1. Returns the logits."""
-        with tf1.variable_scope("discriminator", reuse=reuse):
-            return dense(lrelu(dense(features, 1024, "dense0")), 1, "dense1")
-
-    def build_losses(self, logits_dx, logits_dg, logits_adv, content_loss, vgg_layer):
+    def build_losses(self, logits_dx, logits_dg, logits_adv):
         """d_loss = CE(1, D(x)) + CE(0, D(G(z))); g_loss = content + 1e-3 * CE(1, D(G(z))), the last
         D(G(z)) from `logits_adv`, the same logits as `logits_dg` computed apart."""
         with tf1.name_scope("losses"):
@@ -202,77 +275,42 @@ class SRGAN:
             self.adv_loss = tf.identity(sigmoid_cross_entropy(1.0, logits_adv), name="adv_loss")
             self.mse_loss = tf.reduce_mean(tf.square(self.Gz - self.hr), name="mse_loss")
             terms = []
-            if "mse" in content_loss:
+            if "mse" in self.config.content_loss:
                 terms.append(self.mse_loss)
             if self.vgg is not None:
-                phi_hr = self.vgg(self.hr, vgg_layer, name="vgg_hr") * VGG_RESCALE
-                phi_sr = self.vgg(self.Gz, vgg_layer, name="vgg_sr") * VGG_RESCALE
+                layer = self.config.vgg_layer
+                phi_hr = self.vgg(self.hr, layer, name="vgg_hr") * VGG_RESCALE
+                phi_sr = self.vgg(self.Gz, layer, name="vgg_sr") * VGG_RESCALE
                 self.vgg_loss = tf.reduce_mean(tf.square(phi_sr - phi_hr), name="vgg_loss")
                 terms.append(self.vgg_loss)
             self.content_loss = tf.add_n(terms, name="content_loss")
             self.g_loss = tf.add(self.content_loss, ADV_WEIGHT * self.adv_loss, name="g_loss")
 
-    def build_optimizers(self, learning_rate, beta1, lr_decay_step, loss_scaling, pretrain_lr, warmup_iters, cosine_iters,
-                         fused_gan_step):
+    def build_optimizers(self):
         """One Adam per job, each minimizing over its own scope's variables after that scope's
         batch-norm updates. Sharing one Adam would step its beta-power accumulators twice.
-        `loss_scaling` wraps each Adam for float16 (dynamic loss scale, TF's float16 graph rewrite).
-
-        The rate: `learning_rate` in the GAN phase, / 10 from `lr_decay_step` on (the paper); in the
-        pre-training `pretrain_lr` (default the same), raised linearly over `warmup_iters` steps and,
-        with `cosine_iters`, lowered along a half cosine to 0 at that step.
-
-        `fused_gan_step` adds gan_train_op (--gan-update fused), a second copy of both networks'
-        gradients: 2,600 ops and 0.07-0.14 GB of resident memory that an alternating run does without."""
+        gan_train_op, a second copy of both networks' gradients, is built only for fused_gan_step:
+        an alternating run does without its memory and its clutter in TensorBoard's graph."""
         with tf1.name_scope("optimizers"):
-            step = tf.cast(self.global_step, tf.float32)
-            gan_rate = tf.constant(learning_rate)
-            if lr_decay_step:
-                gan_rate = tf.where(step < lr_decay_step, learning_rate, learning_rate * 0.1)
-            pretrain_rate = tf.constant(pretrain_lr or learning_rate)
-            if warmup_iters:
-                pretrain_rate *= tf.minimum(1.0, (step + 1) / warmup_iters)
-            if cosine_iters:
-                pretrain_rate *= 0.5 * (1 + tf.cos(math.pi * tf.minimum(1.0, step / cosine_iters)))
-            self.learning_rate = tf.where(tf.equal(self.phase, 0), pretrain_rate, gan_rate, name="learning_rate")
-
-            def adam(name):
-                optimizer = tf1.train.AdamOptimizer(self.learning_rate, beta1, name=name)
-                return tf1.mixed_precision.enable_mixed_precision_graph_rewrite(optimizer) if loss_scaling else optimizer
-
-            def gradients(optimizer, loss, scope):
-                variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope + "/")
-                late = [v for v in variables if v in tf1.get_collection(DENSE_KERNELS)]
-                # GATE_NONE: the default gating makes all gradients of an op wait for each other, which
-                # forces the filter gradients of layers nobody trains (the frozen VGG16, D in G's step).
-                gate = tf1.train.Optimizer.GATE_NONE
-                grads = optimizer.compute_gradients(loss, [v for v in variables if v not in late], gate_gradients=gate)
-                if not late:
-                    return grads
-                # The dense kernels' gradients come after all others, when the backward pass reads them no more:
-                # Adam then updates each shard in place, where before it would first copy it.
-                with tf.control_dependencies([g for g, _ in grads]):
-                    return grads + optimizer.compute_gradients(loss, late, gate_gradients=gate)
-
-            def updates(*scopes):  # "discriminator" also matches the second call's "discriminator_1"
-                return [op for scope in scopes for op in tf1.get_collection(tf1.GraphKeys.UPDATE_OPS, scope)]
-
-            pretrain_adam, d_adam, g_adam = adam("pretrain_adam"), adam("d_adam"), adam("g_adam")
-            with tf1.name_scope("pretrain"), tf.control_dependencies(updates("generator")):
+            self.learning_rate = learning_rate(self.config, self.global_step, self.phase)
+            pretrain_adam, d_adam, g_adam = (adam(self.config, self.learning_rate, name)
+                                             for name in ("pretrain_adam", "d_adam", "g_adam"))
+            with tf1.name_scope("pretrain"), tf.control_dependencies(batch_norm_updates("generator")):
                 self.pretrain_op = pretrain_adam.apply_gradients(
                     gradients(pretrain_adam, self.mse_loss, "generator"), self.global_step)
-            with tf1.name_scope("d_step"), tf.control_dependencies(updates("discriminator")):
+            with tf1.name_scope("d_step"), tf.control_dependencies(batch_norm_updates("discriminator")):
                 self.d_train_op = d_adam.apply_gradients(gradients(d_adam, self.d_loss, "discriminator"))
-            with tf1.name_scope("g_step"), tf.control_dependencies(updates("generator")):
+            with tf1.name_scope("g_step"), tf.control_dependencies(batch_norm_updates("generator")):
                 self.g_train_op = g_adam.apply_gradients(gradients(g_adam, self.g_loss, "generator"), self.global_step)
             self.gan_train_op = None
-            if fused_gan_step:
+            if self.config.fused_gan_step:
                 # k = 1 in one run: both updates from one forward pass of one batch. Every gradient is
                 # computed before either network changes, so G's step sees D before D's step.
                 with tf1.name_scope("gan_step"):
                     d_grads = gradients(d_adam, self.d_loss, "discriminator")
                     g_grads = gradients(g_adam, self.g_loss, "generator")
-                    with tf.control_dependencies(updates("generator", "discriminator") + [g for g, _ in d_grads + g_grads]):
+                    updates = batch_norm_updates("generator", "discriminator")
+                    with tf.control_dependencies(updates + [g for g, _ in d_grads + g_grads]):
                         self.gan_train_op = tf.group(d_adam.apply_gradients(d_grads),
                                                      g_adam.apply_gradients(g_grads, self.global_step))
 

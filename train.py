@@ -23,7 +23,7 @@ import monitor
 import tflib
 import utils
 import vgg16
-from model import CONTENT_LOSSES, PHASES, SCALE, SRGAN
+from model import CONTENT_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN, SRGANConfig
 from tflib import tf, tf1
 
 # ----------------------------------------------------------------------------- configuration
@@ -65,10 +65,6 @@ PRESET_NOTES = {
 }
 NOT_RESUMED = ("preset", "pretrain_only", "name", "runs_dir")  # taken from this command line only
 
-
-# fp32; bf16: TensorFlow's oneDNN bfloat16 rewrite on CPUs with AVX512_BF16 or AMX; mixed_float16:
-# its float16 rewrite with dynamic loss scaling, for GPUs. Variables and losses stay float32.
-PRECISIONS = ("fp32", "bf16", "mixed_float16")
 # alternating: the report's k = 1, a D update then a G update, each a sess.run on its own batch;
 # fused: both updates from one forward pass of one batch (G's update does not see D's).
 GAN_UPDATES = ("alternating", "fused")
@@ -173,13 +169,15 @@ def check_config(cfg):
         raise ConfigError("--max-bad-fraction must be in [0, 1]")
 
 
-def build_model(cfg, lr, hr):
-    """The SRGAN training graph for a configuration, on the (lr, hr) batch tensors."""
-    decay_step = cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None
-    cosine_iters = cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None
-    return SRGAN(lr, hr, cfg["blocks"], cfg["content_loss"], cfg["vgg_layer"], cfg["learning_rate"], cfg["beta1"],
-                 decay_step, cfg["precision"] == "mixed_float16", cfg["pretrain_lr"], cfg["warmup_iters"], cosine_iters,
-                 cfg["gan_update"] == "fused")
+def model_config(cfg):
+    """The SRGANConfig of a run's configuration."""
+    return SRGANConfig(
+        blocks=cfg["blocks"], content_loss=cfg["content_loss"], vgg_layer=cfg["vgg_layer"],
+        learning_rate=cfg["learning_rate"], beta1=cfg["beta1"],
+        lr_decay_step=cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None,
+        pretrain_lr=cfg["pretrain_lr"], warmup_iters=cfg["warmup_iters"],
+        cosine_iters=cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None,
+        precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused")
 
 
 def check_free_space(run_dir, checkpoint_bytes, kept):
@@ -228,7 +226,7 @@ class Trainer:
                 dataset = data.make_dataset(paths, cfg["hr_size"], SCALE, cfg["batch_size"], cfg["hr_prep"], seed=cfg["seed"],
                                             start=self.draws(start_step), max_pixels=cfg["max_pixels"], skipped=self.skipped)
                 lr, hr = tf1.data.make_one_shot_iterator(dataset).get_next()
-            self.model = build_model(cfg, lr, hr)
+            self.model = SRGAN(lr, hr, model_config(cfg))
             saved = self.model.saveable_variables()
             self.saver = tf1.train.Saver(saved, max_to_keep=2, save_relative_paths=True)  # a run directory can be copied or moved
             self.weights_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in saved

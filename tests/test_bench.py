@@ -12,6 +12,7 @@ import bench
 import model
 import tflib
 import train
+from model import SRGAN
 from conftest import ROOT
 
 tf1 = tf.compat.v1
@@ -74,7 +75,7 @@ def test_reduced_precision_trains_with_float32_variables(precision):
     with tf.Graph().as_default() as graph:
         lr = tf.constant(rng.uniform(-1, 1, (1, 8, 8, 3)), tf.float32)
         hr = tf.constant(rng.uniform(-1, 1, (1, 32, 32, 3)), tf.float32)
-        model = train.build_model(cfg, lr, hr)
+        model = SRGAN(lr, hr, train.model_config(cfg))
         init = tf1.global_variables_initializer()
         graph.finalize()
     with tf1.Session(graph=graph, config=tflib.session_config(precision)) as sess:

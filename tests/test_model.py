@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 import model as model_module
-from model import SRGAN
+from model import SRGAN, SRGANConfig
 
 tf1 = tf.compat.v1
 HR, BLOCKS = 32, 2
@@ -15,7 +15,7 @@ def build(content_loss="vgg", **kwargs):
     with graph.as_default():
         lr = tf1.placeholder(tf.float32, [1, HR // 4, HR // 4, 3], name="lr")
         hr = tf1.placeholder(tf.float32, [1, HR, HR, 3], name="hr")
-        model = SRGAN(lr, hr, blocks=BLOCKS, content_loss=content_loss, **kwargs)
+        model = SRGAN(lr, hr, SRGANConfig(blocks=BLOCKS, content_loss=content_loss, **kwargs))
         init = tf1.global_variables_initializer()
         saver = tf1.train.Saver(model.saveable_variables())
         graph.finalize()
@@ -194,7 +194,7 @@ def test_checkpoint_round_trip_restores_step_phase_and_every_variable(tmp_path):
 
 
 def test_fused_gan_step_is_built_only_when_asked_for(built):
-    """An alternating run does without the fused step's second copy of every gradient (0.07-0.14 GB resident)."""
+    """An alternating run does without the fused step's second copy of every gradient and its memory."""
     graph, model, _, _ = build()
     assert model.gan_train_op is None
     assert not [op.name for op in graph.get_operations() if op.name.startswith("optimizers/gan_step")]
@@ -230,7 +230,7 @@ def test_fused_gan_step_makes_both_alternating_updates_from_one_forward_pass(bui
             assert close.mean() > 0.99, name
 
 
-SHARD_BYTES = 1 << 20  # D's first dense kernel at HR 32 (2048 x 1024, 8 MB) in 8 shards, as the 537 MB one is at 256
+SHARD_BYTES = 1 << 20  # D's first dense kernel at HR 32 (2048 x 1024, 8 MB) in 8 shards, as the full-size one is at 256
 
 
 def test_discriminator_head_on_stacked_features_is_the_head_on_each_call(vgg_weights, monkeypatch):
@@ -241,8 +241,8 @@ def test_discriminator_head_on_stacked_features_is_the_head_on_each_call(vgg_wei
     with graph.as_default():
         tf1.set_random_seed(0)
         lr, hr = (tf1.placeholder(tf.float32, [1, s, s, 3]) for s in (HR // 4, HR))
-        model = SRGAN(lr, hr, blocks=BLOCKS)
-        logits_dx, logits_dg = (SRGAN.discriminator_head(SRGAN.Discriminator(x, reuse=True), reuse=True) for x in (hr, model.Gz))
+        model = SRGAN(lr, hr, SRGANConfig(blocks=BLOCKS))
+        logits_dx, logits_dg = (model_module.discriminator_head(model_module.discriminator(x, reuse=True), reuse=True) for x in (hr, model.Gz))
         d_loss = model_module.sigmoid_cross_entropy(1.0, logits_dx) + model_module.sigmoid_cross_entropy(0.0, logits_dg)
         kernels = tf1.get_collection(model_module.DENSE_KERNELS)
         stacked, per_call = tf.gradients(model.d_loss, kernels), tf.gradients(d_loss, kernels)
@@ -263,7 +263,7 @@ def test_discriminator_head_on_stacked_features_is_the_head_on_each_call(vgg_wei
 
 
 def test_discriminator_step_takes_the_dense_kernel_gradient_shard_by_shard_after_all_other_gradients(vgg_weights, monkeypatch):
-    """The D step never holds a gradient of D's whole first dense kernel (537 MB at 256x256): it runs one
+    """The D step never holds a gradient of D's whole first dense kernel: it runs one
     gradient matmul per shard, over both images at once; and each shard's update waits for every other
     gradient of D, so that the backward pass no longer reads the kernel and Adam need not copy it first."""
     monkeypatch.setattr(model_module, "DENSE_SHARD_BYTES", SHARD_BYTES)

@@ -150,7 +150,7 @@ def test_docs_figures_are_drawn_from_two_runs(pretrained, tmp_path):
 
 def test_adam_slots_start_as_their_own_zeros_not_as_a_constant_kept_for_the_session():
     """With grappler's constant folding, the zero initial values of Adam's slots become constants that
-    the initializer's executor keeps for the session's life: 1.1 GB more after D's first step at 256x256."""
+    the initializer's executor keeps for the session's life, as large as the slots themselves."""
     graph = tf.Graph()
     with graph.as_default():
         kernel = tf1.get_variable("kernel", [4096, 4096])  # 64 MB; smaller ones keep other buffers
