@@ -208,17 +208,34 @@ class Trainer:
     (--gan-update alternating) or one run of both (fused)."""
 
     def __init__(self, cfg, run_dir):
+        """Checks the data, the weights, the checkpoint to resume and the disk, then starts the session;
+        writes nothing (open_writer does, once the run directory exists)."""
         self.cfg, self.run_dir = cfg, run_dir
+        self.stop_signal, self.writer = None, None
+        paths, weights = self.check_inputs()
+        checkpoint = tf1.train.latest_checkpoint(run_dir)
+        self.build_graph(paths, checkpoint_step(checkpoint) if checkpoint else 0)
+        kept = tf1.train.get_checkpoint_state(run_dir).all_model_checkpoint_paths if checkpoint else []
+        check_free_space(run_dir, self.checkpoint_bytes, len(kept))
+        self.start_session(weights)
+        if checkpoint:
+            self.restore(checkpoint, kept)
+
+    def check_inputs(self):
+        """(the usable training images, the VGG16 weights or None), and the images of the sample grids."""
+        cfg = self.cfg
         paths = data.list_images(cfg["dataset"], cfg["data_dir"])
         paths, bad = data.check_files(paths, cfg["max_bad_fraction"], cfg["max_pixels"], seed=cfg["seed"])
         weights = vgg16.resolve_weights(cfg["vgg_weights"]) if "vgg" in cfg["content_loss"] else None
         self.eval_lr, self.eval_hr = data.eval_pairs(paths, cfg["hr_size"], SCALE, cfg["hr_prep"], 4, cfg["max_pixels"])
         print(f"{len(paths)} training images ({cfg['dataset']})" + (f"; left out {len(bad)} unreadable: {bad[0]}" if bad else ""))
-        self.skipped = data.Skipped()
-        self.stop_signal = None
-        checkpoint = tf1.train.latest_checkpoint(run_dir)
-        start_step = checkpoint_step(checkpoint) if checkpoint else 0
+        return paths, weights
 
+    def build_graph(self, paths, start_step):
+        """The finalized training graph: the input pipeline from where `start_step` left off, the model,
+        one Saver of everything but VGG16, and a check that the weights are finite."""
+        cfg = self.cfg
+        self.skipped = data.Skipped()
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf1.set_random_seed(cfg["seed"])
@@ -231,19 +248,21 @@ class Trainer:
             self.saver = tf1.train.Saver(saved, max_to_keep=2, save_relative_paths=True)  # a run directory can be copied or moved
             self.weights_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in saved
                                                  if v.dtype.base_dtype.is_floating])
-            init = tf1.global_variables_initializer()
+            self.init = tf1.global_variables_initializer()
             self.graph.finalize()
-        checkpoint_bytes = sum(v.shape.num_elements() * v.dtype.base_dtype.size for v in saved)
-        kept = tf1.train.get_checkpoint_state(run_dir).all_model_checkpoint_paths if checkpoint else []
-        check_free_space(run_dir, checkpoint_bytes, len(kept))
+        self.checkpoint_bytes = sum(v.shape.num_elements() * v.dtype.base_dtype.size for v in saved)
 
-        self.sess = tf1.Session(graph=self.graph, config=tflib.session_config(cfg["precision"]))
-        self.sess.run(init)
+    def start_session(self, weights):
+        """A session with freshly initialized variables and the VGG16 weights loaded."""
+        self.sess = tf1.Session(graph=self.graph, config=tflib.session_config(self.cfg["precision"]))
+        self.sess.run(self.init)
         if weights is not None:
             self.model.vgg.load(self.sess, weights)
-        if checkpoint:
-            self.restore(checkpoint, kept)
-        self.writer = None
+
+    def open_writer(self):
+        """The run's TensorBoard FileWriter, with the graph; the run directory must exist."""
+        with self.graph.as_default():
+            self.writer = tf1.summary.FileWriter(self.run_dir, self.graph)
 
     def restore(self, checkpoint, kept):
         """Loads `checkpoint`; the Saver takes over the `kept` ones, so that max_to_keep deletes them in turn."""
@@ -374,7 +393,7 @@ class Trainer:
         cfg = self.cfg
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self.on_signal)
-        self.writer = tf1.summary.FileWriter(self.run_dir, self.graph)
+        self.open_writer()
         pretrain_end = cfg["pretrain_iters"]
         if self.sess.run(self.model.phase) == 0:
             self.run_phase(0, 0, pretrain_end, self.pretrain_step)

@@ -150,8 +150,8 @@ def trainer(disk):
                                                 "--sample-every", "100000", "--pretrain-iters", "20"])
     trainer = train_module.Trainer(cfg, run_dir)
     os.makedirs(run_dir)
-    with trainer.graph.as_default():  # not eager, as in train.py: the FileWriter and the Saver need that
-        trainer.writer = tf.compat.v1.summary.FileWriter(run_dir)
+    trainer.open_writer()
+    with trainer.graph.as_default():  # not eager, as in train.py: the Saver needs that
         yield trainer
     trainer.close()
 
@@ -172,7 +172,6 @@ def test_the_start_refuses_a_disk_without_room_for_the_checkpoints(disk):
 # rose (noisy: TensorFlow's allocator caches swing it by ~20 MB).
 MEASURE_MEMORY = """
 import os, re, sys, tracemalloc
-import tensorflow as tf
 import monitor
 import tflib
 import train
@@ -185,7 +184,7 @@ cfg, run_dir, _ = train.make_config(sys.argv[1:])
 trainer = train.Trainer(cfg, run_dir)
 os.makedirs(run_dir)
 with trainer.graph.as_default():
-    trainer.writer = tf.compat.v1.summary.FileWriter(run_dir)
+    trainer.open_writer()
     trainer.run_phase(0, 0, 20, trainer.pretrain_step)
     trainer.run_phase(1, 20, 270, trainer.gan_step)
     tracemalloc.start()
