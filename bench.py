@@ -22,8 +22,7 @@ import data
 import tflib
 import train
 import utils
-import vgg16
-from model import CONTENT_LOSSES, ON_BLOCKS_SCOPE, PRECISIONS, SCALE, SRGAN
+from model import ON_BLOCKS_SCOPE, SCALE, SRGAN
 from tflib import tf, tf1
 FLOP_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul")
 
@@ -174,14 +173,8 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
 
 def main(argv=None):
     tflib.init_tf()
-    p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--blocks", type=int, default=train.DEFAULTS["blocks"])
-    p.add_argument("--hr-size", type=int, default=train.DEFAULTS["hr_size"])
-    p.add_argument("--batch-size", type=int, default=train.DEFAULTS["batch_size"])
-    p.add_argument("--precision", choices=PRECISIONS, default=train.DEFAULTS["precision"])
-    p.add_argument("--content-loss", choices=CONTENT_LOSSES, default=train.DEFAULTS["content_loss"])
-    p.add_argument("--vgg-layer", choices=vgg16.LAYERS, default=train.DEFAULTS["vgg_layer"])
-    p.add_argument("--gan-update", choices=train.GAN_UPDATES, default=train.DEFAULTS["gan_update"])
+    p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                             parents=[train.graph_flags()])
     p.add_argument("--steps", nargs="*", choices=("pretrain", "d_step", "g_step", "gan_iteration"),
                    help="time only these training steps (default: all)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs of each step first")

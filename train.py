@@ -88,25 +88,32 @@ class Interrupted(Exception):
     """SIGINT or SIGTERM stopped training after a checkpoint was saved; args: (signal number, checkpoint)."""
 
 
+def graph_flags():
+    """The flags that shape the training graph, shared with bench.py (argparse parents=); unset ones are left out."""
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    g = p.add_argument_group("the graph")
+    g.add_argument("--hr-size", type=int, help="HR crop size; LR is a quarter of it (default 256)")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--blocks", type=int, help="residual blocks in the generator (default 16)")
+    g.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16 (CPUs with AVX512_BF16/AMX), "
+                                                            "mixed_float16 (GPUs)")
+    g.add_argument("--gan-update", choices=GAN_UPDATES, help="alternating (default, the report's) or fused: "
+                                                              "D and G updated from one forward pass")
+    g.add_argument("--content-loss", choices=CONTENT_LOSSES)
+    g.add_argument("--vgg-layer", choices=vgg16.LAYERS)
+    return p
+
+
 def build_parser():
     p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=argparse.SUPPRESS)
+                             argument_default=argparse.SUPPRESS, parents=[graph_flags()])
     p.add_argument("--preset", choices=sorted(PRESETS), help="settings to start from (default: report)")
     p.add_argument("--dataset", choices=sorted(data.DATASETS), help="default: sample")
     p.add_argument("--data-dir", help="dataset folder (default: data/<dataset>)")
     p.add_argument("--name", help="run name: outputs go to <runs-dir>/<name> (default: dataset-preset-time)")
     p.add_argument("--runs-dir", help="default: runs")
     p.add_argument("--resume", action="store_true", help="continue the run <name> from its last checkpoint")
-    p.add_argument("--hr-size", type=int, help="HR crop size; LR is a quarter of it (default 256)")
     p.add_argument("--hr-prep", choices=("crop", "resize"), help="random crop (default) or resize the whole image")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--blocks", type=int, help="residual blocks in the generator (default 16)")
-    p.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16 (CPUs with AVX512_BF16/AMX), "
-                                                            "mixed_float16 (GPUs)")
-    p.add_argument("--gan-update", choices=GAN_UPDATES, help="alternating (default, the report's) or fused: "
-                                                              "D and G updated from one forward pass")
-    p.add_argument("--content-loss", choices=CONTENT_LOSSES)
-    p.add_argument("--vgg-layer", choices=vgg16.LAYERS)
     p.add_argument("--vgg-weights", help=".npz, Keras .h5 or vgg16.npy (default: weights/, fetched offline)")
     p.add_argument("--lr", dest="learning_rate", type=float)
     p.add_argument("--beta1", type=float)
