@@ -35,3 +35,12 @@ def shared_data(*parts):
     if not os.path.exists(path):
         pytest.skip(f"needs the real test images at {os.path.abspath(path)} (../shared beside the checkout)")
     return path
+
+
+def assert_one_error_line(result, message):
+    """A finished command failed with one line "error: ..." holding `message`, and no traceback; returns the line."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    return errors[0]

@@ -14,7 +14,7 @@ import skimage.data
 import data
 import infer
 import metrics
-from conftest import ROOT
+from conftest import ROOT, assert_one_error_line
 from test_data import write_png16
 
 PHOTO = skimage.data.astronaut()
@@ -23,13 +23,6 @@ PHOTO = skimage.data.astronaut()
 def cli(script, *args):
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
-
-
-def assert_one_error_line(result, message):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import train as train_module
-from conftest import ROOT
+from conftest import ROOT, assert_one_error_line
 from test_train import TINY, checkpoint_state, train
 
 FAST = [*TINY, "--content-loss", "mse"]  # no VGG16: these tests are about the loop, not the loss
@@ -115,11 +115,10 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     result = train(*FAST, "--runs-dir", str(tmp_path), "--name", "n", "--lr", "1e38", "--save-every", "1",
                    "--pretrain-iters", "50")
     assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "lower --lr" in errors[0], result.stderr[-2000:]
-    nan_step = int(re.search(r"error: \w+ became (?:nan|inf|-inf) at step (\d+)", errors[0]).group(1))
+    error = assert_one_error_line(result, "lower --lr")
+    nan_step = int(re.search(r"error: \w+ became (?:nan|inf|-inf) at step (\d+)", error).group(1))
     step, _ = checkpoint_state(tmp_path / "n")
-    assert step < nan_step and f"model.ckpt-{step}" in errors[0]
+    assert step < nan_step and f"model.ckpt-{step}" in error
     assert all(np.all(np.isfinite(v)) for v in variables(tmp_path / "n").values())
 
 
