@@ -1,7 +1,8 @@
 """SRGAN (Ledig et al. 2017, arXiv:1609.04802) as one static TensorFlow-1 graph.
 
-Read top to bottom: the layers, the generator (SRResNet), the discriminator, the losses and the
-optimizers, all assembled by the SRGAN class. Pure tf.compat.v1: variable_scope + get_variable
+Read top to bottom: the layers, the networks (generator = SRResNet, discriminator), the pieces of
+the optimizers (rate schedule, gradient order), then SRGANConfig and the SRGAN class, which
+assembles them with the losses and summaries. Pure tf.compat.v1: variable_scope + get_variable
 for weights, name_scope for a readable TensorBoard graph, explicit UPDATE_OPS for batch norm.
 """
 import dataclasses
