@@ -6,7 +6,10 @@ Per test set: PSNR (dB) and SSIM on the luma (ITU-R BT.601) with 4 pixels shaved
 LR made with MATLAB's bicubic imresize from HR cropped to a multiple of 4 (see metrics.py), averaged
 per image; and, since the paper's MOS cannot be repeated, a perceptual distance: the mean squared
 difference of ImageNet VGG16 conv5_3 features of SR and HR (x 1/12.75, the content loss's scale;
-lower is better). The table goes to stdout and to eval-<step>.json / .md in the run directory.
+lower is better), and NIQE, which needs no reference (niqe.py: the authors' pristine model, on the
+rounded luma with the same 4-pixel shave; lower is more natural), also of the HR images themselves as
+the target; it is averaged over the images with at least two whole 96x96 blocks after the shave (all
+of Set5 and Set14). The table goes to stdout and to eval-<step>.json / .md in the run directory.
 --save-images writes each SR image and an LR | bicubic | SR | HR strip with zoomed crops there too.
 """
 import argparse
@@ -19,6 +22,7 @@ import numpy as np
 import data
 import infer
 import metrics
+import niqe
 import tflib
 import utils
 import vgg16
@@ -33,6 +37,7 @@ PAPER = {
     "BSD100": {"bicubic": (25.94, 0.6935), "SRResNet": (27.58, 0.7620), "SRGAN": (25.16, 0.6688)},
 }
 COLUMNS = ("bicubic", "model")
+METRICS = ("psnr", "ssim", "vgg", "niqe")
 
 
 class VGGDistance:
@@ -66,33 +71,43 @@ def set_name(folder):
     return os.path.basename(os.path.dirname(folder)) if name.upper() == "HR" else name
 
 
+def mean(values):
+    """Mean over the values that are not nan (NIQE of an image too small to have one); nan if none is."""
+    values = np.asarray(values, np.float64)
+    return float(np.mean(values[~np.isnan(values)])) if (~np.isnan(values)).any() else float("nan")
+
+
 def evaluate_set(upscaler, vgg, folder, image_dir=None):
-    """{"bicubic"|"model": {"psnr", "ssim", "vgg"}, "images": count}, scores averaged over the images of `folder`."""
+    """{"bicubic"|"model": {"psnr", "ssim", "vgg", "niqe"}, "hr": {"niqe"}, "images": count}, scores
+    averaged over the images of `folder`."""
     scores = {column: [] for column in COLUMNS}
+    hr_niqe = []
     paths = data.list_images("folder", folder)
     for path in paths:
         hr, lr = metrics.bicubic_pair(data.load_image(path), SCALE)
         bicubic = metrics.imresize(lr, SCALE)
         sr = upscaler.upscale(lr)
         for column, image in zip(COLUMNS, (bicubic, sr)):
-            scores[column].append((*metrics.sr_metrics(image, hr, SCALE), vgg(image, hr)))
+            scores[column].append((*metrics.sr_metrics(image, hr, SCALE), vgg(image, hr), niqe.sr_niqe(image, SCALE)))
+        hr_niqe.append(niqe.sr_niqe(hr, SCALE))
         if image_dir:
             stem = os.path.splitext(os.path.basename(path))[0]
             utils.write_png(os.path.join(image_dir, f"{stem}_sr.png"), sr)
             utils.save_comparison(os.path.join(image_dir, f"{stem}_strip.png"), lr, bicubic, sr, hr)
-    means = {column: dict(zip(("psnr", "ssim", "vgg"), np.mean(values, axis=0).tolist())) for column, values in scores.items()}
-    return dict(means, images=len(paths))
+    means = {column: {metric: mean(values) for metric, values in zip(METRICS, zip(*rows))} for column, rows in scores.items()}
+    return dict(means, hr={"niqe": mean(hr_niqe)}, images=len(paths))
 
 
 def markdown(results, title):
     """The results as a Markdown table, with the paper's numbers for the sets it reports."""
     lines = [f"# {title}", "",
-             "| set | images | bicubic PSNR / SSIM / VGG | model PSNR / SSIM / VGG | paper bicubic | paper SRResNet | paper SRGAN |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| set | images | bicubic PSNR / SSIM / VGG / NIQE | model PSNR / SSIM / VGG / NIQE | HR NIQE "
+             "| paper bicubic | paper SRResNet | paper SRGAN |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
-        ours = [f"{r[c]['psnr']:.2f} / {r[c]['ssim']:.4f} / {r[c]['vgg']:.4f}" for c in COLUMNS]
+        ours = [f"{r[c]['psnr']:.2f} / {r[c]['ssim']:.4f} / {r[c]['vgg']:.4f} / {r[c]['niqe']:.2f}" for c in COLUMNS]
         paper = [f"{p:.2f} / {s:.4f}" for p, s in PAPER.get(name, {}).values()] or ["-"] * 3
-        lines.append(f"| {name} | {r['images']} | {' | '.join(ours)} | {' | '.join(paper)} |")
+        lines.append(f"| {name} | {r['images']} | {' | '.join(ours)} | {r['hr']['niqe']:.2f} | {' | '.join(paper)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ import skimage.data
 import data
 import infer
 import metrics
+import niqe
 from conftest import ROOT, assert_one_error_line
 from test_data import write_png16
 
@@ -177,14 +178,18 @@ def test_evaluate_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
     folder.mkdir(parents=True)
     Image.fromarray(PHOTO[:50, :42]).save(folder / "colour.png")
     Image.fromarray(skimage.data.camera()[:36, :40]).save(folder / "grey.png")
+    Image.fromarray(PHOTO[:206, :300]).save(folder / "large.png")  # the only one with NIQE's two 96x96 blocks
     result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", folder, "--save-images")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "| Tiny | 2 |" in result.stdout
+    assert "| Tiny | 3 |" in result.stdout
     report = json.loads((tiny_run / "eval-2.json").read_text())["sets"]["Tiny"]
-    expected = np.mean([metrics.sr_metrics(metrics.imresize(lr, 4), hr) for hr, lr in
-                        (metrics.bicubic_pair(data.load_image(str(p))) for p in sorted(folder.iterdir()))], axis=0)
+    pairs = [metrics.bicubic_pair(data.load_image(str(p))) for p in sorted(folder.iterdir())]
+    expected = np.mean([metrics.sr_metrics(metrics.imresize(lr, 4), hr) for hr, lr in pairs], axis=0)
     assert (report["bicubic"]["psnr"], report["bicubic"]["ssim"]) == pytest.approx(tuple(expected))
-    assert all(np.isfinite(report["model"][k]) for k in ("psnr", "ssim", "vgg")) and report["model"]["vgg"] > 0
+    large_hr, large_lr = pairs[2]  # colour, grey, large
+    assert report["bicubic"]["niqe"] == pytest.approx(niqe.sr_niqe(metrics.imresize(large_lr, 4)))
+    assert report["hr"]["niqe"] == pytest.approx(niqe.sr_niqe(large_hr)) and report["hr"]["niqe"] < report["bicubic"]["niqe"]
+    assert all(np.isfinite(report["model"][k]) for k in ("psnr", "ssim", "vgg", "niqe")) and report["model"]["vgg"] > 0
     assert (tiny_run / "eval-2.md").read_text().count("| Tiny |") == 1
     strip = np.asarray(Image.open(tiny_run / "eval-2" / "Tiny" / "colour_strip.png"))
     assert strip.shape == (2 * 48, 4 * 40, 3)
