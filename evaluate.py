@@ -17,8 +17,6 @@ import json
 import os
 import sys
 
-import numpy as np
-
 import data
 import infer
 import metrics
@@ -27,7 +25,6 @@ import tflib
 import utils
 import vgg16
 from model import SCALE, VGG_RESCALE
-from tflib import tf, tf1
 from utils import CLIError
 
 # SRGAN paper (Ledig et al. 2017), Table 2: x4 PSNR / SSIM.
@@ -40,41 +37,11 @@ COLUMNS = ("bicubic", "model")
 METRICS = ("psnr", "ssim", "vgg", "niqe")
 
 
-class VGGDistance:
-    """Mean squared difference of VGG16 conv5_3 features (x 1/12.75) of two uint8 RGB images."""
-
-    def __init__(self, weights_path=None):
-        try:
-            weights = vgg16.resolve_weights(weights_path)
-        except vgg16.WeightsError as e:
-            raise CLIError(str(e)) from None
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            self.a = tf1.placeholder(tf.float32, [None, None, 3])
-            self.b = tf1.placeholder(tf.float32, [None, None, 3])
-            vgg = vgg16.VGG16()
-            features = vgg(tf.stack([self.a, self.b]) / 127.5 - 1, "conv5_3") * VGG_RESCALE
-            self.distance = tf.reduce_mean(tf.square(features[0] - features[1]))
-            self.sess = tf1.Session(graph=self.graph)
-            self.sess.run(tf1.global_variables_initializer())
-            vgg.load(self.sess, weights)
-        self.graph.finalize()
-
-    def __call__(self, a, b):
-        return float(self.sess.run(self.distance, {self.a: a, self.b: b}))
-
-
 def set_name(folder):
     """Set5 for .../Set5/HR, Set5 for .../Set5."""
     folder = os.path.normpath(folder)
     name = os.path.basename(folder)
     return os.path.basename(os.path.dirname(folder)) if name.upper() == "HR" else name
-
-
-def mean(values):
-    """Mean over the values that are not nan (NIQE of an image too small to have one); nan if none is."""
-    values = np.asarray(values, np.float64)
-    return float(np.mean(values[~np.isnan(values)])) if (~np.isnan(values)).any() else float("nan")
 
 
 def evaluate_set(upscaler, vgg, folder, image_dir=None):
@@ -94,8 +61,8 @@ def evaluate_set(upscaler, vgg, folder, image_dir=None):
             stem = os.path.splitext(os.path.basename(path))[0]
             utils.write_png(os.path.join(image_dir, f"{stem}_sr.png"), sr)
             utils.save_comparison(os.path.join(image_dir, f"{stem}_strip.png"), lr, bicubic, sr, hr)
-    means = {column: {metric: mean(values) for metric, values in zip(METRICS, zip(*rows))} for column, rows in scores.items()}
-    return dict(means, hr={"niqe": mean(hr_niqe)}, images=len(paths))
+    means = {column: {metric: metrics.average(values) for metric, values in zip(METRICS, zip(*rows))} for column, rows in scores.items()}
+    return dict(means, hr={"niqe": metrics.average(hr_niqe)}, images=len(paths))
 
 
 def markdown(results, title):
@@ -128,7 +95,7 @@ def main(argv=None):
         for folder in args.data:
             data.list_images("folder", folder)  # fail on a bad folder before the slow part
         upscaler = infer.Upscaler(args.checkpoint)
-        vgg = VGGDistance(args.vgg_weights)
+        vgg = vgg16.Distance(vgg16.resolve_weights(args.vgg_weights), VGG_RESCALE)
         checkpoint = upscaler.checkpoint.rstrip("/")
         out_dir = args.out_dir or (checkpoint if upscaler.saved_model else os.path.dirname(checkpoint))
         tag = f"eval-{os.path.basename(checkpoint).replace('model.ckpt-', '')}"
@@ -144,7 +111,7 @@ def main(argv=None):
         utils.write_atomic(os.path.join(out_dir, tag + ".md"), lambda f: f.write(table.encode()))
         utils.write_atomic(os.path.join(out_dir, tag + ".json"), lambda f: f.write(summary.encode()))
         print(f"written to {os.path.join(out_dir, tag)}.md and .json")
-    except (CLIError, data.DataError) as e:
+    except (CLIError, data.DataError, vgg16.WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -91,3 +91,11 @@ def bicubic_pair(hr, scale=4):
     """(HR cropped to a multiple of scale, its MATLAB-bicubic LR) as uint8: the benchmarks' test pairs."""
     hr = modcrop(hr, scale)
     return hr, imresize(hr, 1 / scale)
+
+
+def average(values):
+    """Mean of per-image scores over the images that have one (NIQE has none for an image with fewer than
+    two whole blocks); nan when none has."""
+    values = np.asarray(values, np.float64)
+    scored = values[~np.isnan(values)]
+    return float(scored.mean()) if scored.size else float("nan")

@@ -231,6 +231,38 @@ class VGG16:
                     x = tf1.nn.max_pool(x, 2, 2, "VALID", name=f"pool{conv[4]}")
 
 
+class Distance:
+    """Mean squared difference of two uint8 RGB images' `layer` features times `rescale` (the content
+    loss's measure), in a graph and session of its own: evaluate.py's and the validation's VGG distance.
+    distance(features(b), a) lets a caller compute b's features once for many a."""
+
+    def __init__(self, weights, rescale, layer="conv5_3"):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.image = tf1.placeholder(tf.float32, [None, None, 3])
+            vgg = VGG16()
+            self.image_features = vgg(self.image[None] / 127.5 - 1, layer)[0] * rescale
+            self.reference = tf1.placeholder(tf.float32, [None, None, CHANNELS[LAYERS.index(layer)]])
+            self.distance_op = tf.reduce_mean(tf.square(self.image_features - self.reference))
+            self.sess = tf1.Session(graph=self.graph)
+            self.sess.run(tf1.global_variables_initializer())
+            vgg.load(self.sess, weights)
+        self.graph.finalize()
+
+    def features(self, image):
+        return self.sess.run(self.image_features, {self.image: image})
+
+    def distance(self, reference, image):
+        """The distance of `image` to the image whose features() are `reference`."""
+        return float(self.sess.run(self.distance_op, {self.image: image, self.reference: reference}))
+
+    def __call__(self, a, b):
+        return self.distance(self.features(b), a)
+
+    def close(self):
+        self.sess.close()
+
+
 # -----------------------------------------------------------------------------
 # command line
 
