@@ -22,6 +22,7 @@ import data
 import monitor
 import tflib
 import utils
+import validation
 import vgg16
 from model import CONTENT_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN, SRGANConfig
 from tflib import tf, tf1
@@ -37,24 +38,25 @@ DEFAULTS = dict(
     pretrain_iters=5000, gan_iters=20000, pretrain_only=False,
     save_every=1000, sample_every=500, summary_every=10, image_every=100, seed=0,
     max_pixels=data.MAX_PIXELS, max_bad_fraction=0.05,
+    val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
 )
 PRESETS = {
     "report": {},
     # The paper: 96x96 HR crops, batch 16, Adam(1e-4, 0.9), 1e6 SRResNet iterations, then 2e5
     # SRGAN iterations with the rate divided by 10 halfway.
     "paper": dict(hr_size=96, batch_size=16, learning_rate=1e-4, beta1=0.9, lr_decay=True,
-                  pretrain_iters=1_000_000, gan_iters=200_000, save_every=5000, sample_every=5000),
+                  pretrain_iters=1_000_000, gan_iters=200_000, save_every=5000, sample_every=5000, val_every=5000),
     # The whole pipeline in a few minutes on 2 CPU cores: both phases, real VGG16 weights. The paper's
     # Adam settings: with the report's rate (1e-3) a generator pre-trained this briefly collapses to a
     # black image within 100 GAN iterations.
     "quick": dict(dataset="sample", hr_size=96, learning_rate=1e-4, beta1=0.9, pretrain_iters=1000,
-                  gan_iters=200, save_every=200, sample_every=200, summary_every=5, image_every=50),
+                  gan_iters=200, save_every=200, sample_every=200, summary_every=5, image_every=50, val_every=200),
     # A generator that beats bicubic on 2 CPU cores (README, Results; docs/cpu-recipe.md): the paper's
     # crops and batch; pre-training at 1e-3 after a warm-up, annealed to 0 along a cosine within 2,500
     # steps (longer runs at these rates became unstable); the GAN phase at the paper's Adam(1e-4, 0.9).
     "cpu": dict(hr_size=96, batch_size=16, pretrain_lr=1e-3, warmup_iters=200, pretrain_schedule="cosine",
                 learning_rate=1e-4, beta1=0.9, pretrain_iters=2500, gan_iters=1000, save_every=500,
-                sample_every=500, summary_every=10, image_every=200),
+                sample_every=500, summary_every=10, image_every=200, val_every=250),
 }
 # What a run of a preset can show, said when it ends.
 PRESET_NOTES = {
@@ -133,6 +135,11 @@ def build_parser():
     p.add_argument("--max-pixels", type=int, help=f"skip images with more pixels (default {data.MAX_PIXELS:,})")
     p.add_argument("--max-bad-fraction", type=float,
                    help="stop before training if more of a sample of the files are unreadable (default 0.05)")
+    p.add_argument("--val-dir", help="held-out images to validate on, left out of training (default: "
+                                     f"{' and '.join(validation.DEFAULT_IMAGES)} of scikit-image's photos)")
+    p.add_argument("--val-every", type=int, help="validate every N iterations, 0 never (default 1000)")
+    p.add_argument("--keep-best", choices=sorted(validation.BETTER),
+                   help="keep the generator of the best validation by this score in <run>/best/")
     p.add_argument("--plot", metavar="RUN_DIR", help="only (re)draw the loss plots of RUN_DIR into RUN_DIR/plots")
     return p
 
@@ -167,13 +174,15 @@ def check_config(cfg):
     for key in ("batch_size", "blocks", "save_every", "sample_every", "summary_every", "image_every", "max_pixels"):
         if cfg[key] < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, not {cfg[key]}")
-    for key in ("pretrain_iters", "gan_iters", "warmup_iters"):
+    for key in ("pretrain_iters", "gan_iters", "warmup_iters", "val_every"):
         if cfg[key] < 0:
             raise ConfigError(f"--{key.replace('_', '-')} must not be negative")
     if not cfg["learning_rate"] > 0 or not (cfg["pretrain_lr"] is None or cfg["pretrain_lr"] > 0) or not 0 <= cfg["beta1"] < 1:
         raise ConfigError("--lr and --pretrain-lr must be positive and --beta1 in [0, 1)")
     if not 0 <= cfg["max_bad_fraction"] <= 1:
         raise ConfigError("--max-bad-fraction must be in [0, 1]")
+    if cfg["keep_best"] and not cfg["val_every"]:
+        raise ConfigError("--keep-best needs validation: --val-every N with N > 0")
 
 
 def model_config(cfg):
@@ -218,7 +227,7 @@ class Trainer:
         """Checks the data, the weights, the checkpoint to resume and the disk, then starts the session;
         writes nothing (open_writer does, once the run directory exists)."""
         self.cfg, self.run_dir = cfg, run_dir
-        self.stop_signal, self.writer = None, None
+        self.stop_signal, self.writer, self.best, self.validator = None, None, None, None
         paths, weights = self.check_inputs()
         checkpoint = tf1.train.latest_checkpoint(run_dir)
         self.build_graph(paths, checkpoint_step(checkpoint) if checkpoint else 0)
@@ -227,13 +236,30 @@ class Trainer:
         self.start_session(weights)
         if checkpoint:
             self.restore(checkpoint, kept)
+        if self.val_pairs:
+            self.validator = validation.Validator(self.val_pairs, self.cfg["blocks"], weights)
+            self.val_sources = self.validator.sources(self.graph)
+            self.validated = None  # the step validated last
 
     def check_inputs(self):
-        """(the usable training images, the VGG16 weights or None), and the images of the sample grids."""
+        """(the usable training images, the VGG16 weights or None), the images of the sample grids, and
+        the validation pairs (None without validation), whose files are left out of the training images."""
         cfg = self.cfg
         paths = data.list_images(cfg["dataset"], cfg["data_dir"])
+        self.val_pairs = None
+        if cfg["val_every"]:
+            val_paths = data.list_images("folder", cfg["val_dir"]) if cfg["val_dir"] else validation.default_paths()
+            held_out = {os.path.realpath(p) for p in val_paths}
+            training = [p for p in paths if os.path.realpath(p) not in held_out]
+            if not training:
+                raise data.DataError("every training image is also a validation image: pass another --val-dir")
+            self.val_pairs = validation.load_pairs(val_paths, cfg["max_pixels"])
+            print(f"{len(val_paths)} validation images" + (f", {len(paths) - len(training)} of them left out of the "
+                                                           "training images" if len(training) < len(paths) else ""))
+            paths = training
         paths, bad = data.check_files(paths, cfg["max_bad_fraction"], cfg["max_pixels"], seed=cfg["seed"])
-        weights = vgg16.resolve_weights(cfg["vgg_weights"]) if "vgg" in cfg["content_loss"] else None
+        needs_vgg = "vgg" in cfg["content_loss"] or cfg["val_every"]
+        weights = vgg16.resolve_weights(cfg["vgg_weights"]) if needs_vgg else None
         self.eval_lr, self.eval_hr = data.eval_pairs(paths, cfg["hr_size"], SCALE, cfg["hr_prep"], 4, cfg["max_pixels"])
         print(f"{len(paths)} training images ({cfg['dataset']})" + (f"; left out {len(bad)} unreadable: {bad[0]}" if bad else ""))
         return paths, weights
@@ -263,7 +289,7 @@ class Trainer:
         """A session with freshly initialized variables and the VGG16 weights loaded."""
         self.sess = tf1.Session(graph=self.graph, config=tflib.session_config(self.cfg["precision"]))
         self.sess.run(self.init)
-        if weights is not None:
+        if self.model.vgg is not None:
             self.model.vgg.load(self.sess, weights)
 
     def open_writer(self):
@@ -370,10 +396,14 @@ class Trainer:
                 self.save()
             if self.due(step, "sample_every"):
                 self.save_samples(PHASES[phase])
+            if self.validator and self.due(step, "val_every"):
+                self.validate(step)
         bar.close()
         self.sess.run(self.model.next_phase)
         self.save()
         self.save_samples(PHASES[phase])
+        if self.validator and self.validated != step:
+            self.validate(step)
         self.writer.flush()
         monitor.plot_training(self.run_dir)
 
@@ -388,6 +418,28 @@ class Trainer:
             value = tf1.Summary.Value(tag="health/gan_ok", simple_value=float(not problems))
             self.writer.add_summary(tf1.Summary(value=[value]), step)
 
+    def validate(self, step):
+        """Scores the generator on the validation images (validation.py): to TensorBoard (val/..., and
+        health/bn_ok 1 or 0), the log and val.jsonl; keeps the best generator (--keep-best); warns when
+        batch norm's moving averages have drifted from what the network learnt."""
+        scores = self.validator(self.sess.run(self.val_sources))
+        self.validated = step
+        drifted = scores["bn_gap_db"] > validation.DRIFT_DB
+        values = [tf1.Summary.Value(tag=f"val/{name}", simple_value=value) for name, value in scores.items()]
+        values.append(tf1.Summary.Value(tag="health/bn_ok", simple_value=float(not drifted)))
+        self.writer.add_summary(tf1.Summary(value=values), step)
+        with open(os.path.join(self.run_dir, "val.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, **scores}) + "\n")
+        tqdm.write(f"validation at step {step}: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}, "
+                   f"VGG distance {scores['vgg']:.4f}, NIQE {scores['niqe']:.2f}")
+        if drifted:
+            tqdm.write(f"warning: at step {step} batch norm's moving averages have drifted: the generator as users "
+                       f"run it scores {scores['psnr']:.2f} dB on the validation images, {scores['psnr_batch_stats']:.2f} dB "
+                       "with each image's own statistics")
+        metric = self.cfg["keep_best"]
+        if self.best and self.best.better(scores[metric]):
+            self.best.keep(self.validator, step, scores[metric], self.cfg)
+
     def on_signal(self, signum, frame):
         """The first SIGINT/SIGTERM stops training before the next step, with a checkpoint; a second quits."""
         if self.stop_signal:
@@ -401,6 +453,8 @@ class Trainer:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self.on_signal)
         self.open_writer()
+        if cfg["keep_best"]:
+            self.best = validation.BestGenerator(self.run_dir, cfg["keep_best"])
         pretrain_end = cfg["pretrain_iters"]
         if self.sess.run(self.model.phase) == 0:
             self.run_phase(0, 0, pretrain_end, self.pretrain_step)
@@ -412,6 +466,8 @@ class Trainer:
     def close(self):
         if self.writer:
             self.writer.close()
+        if self.validator:
+            self.validator.close()
         self.sess.close()
 
 

@@ -20,7 +20,7 @@ def tiny_run(tmp_path_factory, vgg_weights):
     import subprocess
     runs = tmp_path_factory.mktemp("runs")
     result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--dataset", "sample", "--hr-size", "32",
-                             "--blocks", "2", "--pretrain-iters", "2", "--gan-iters", "0", "--pretrain-only",
+                             "--blocks", "2", "--pretrain-iters", "2", "--gan-iters", "0", "--pretrain-only", "--val-every", "0",
                              "--name", "tiny", "--runs-dir", str(runs)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     return runs / "tiny"

@@ -17,7 +17,7 @@ from conftest import ROOT, assert_one_error_line
 tf1 = tf.compat.v1
 
 TINY = ["--dataset", "sample", "--hr-size", "32", "--blocks", "2", "--save-every", "2", "--sample-every", "2",
-        "--summary-every", "1", "--image-every", "2"]
+        "--summary-every", "1", "--image-every", "2", "--val-every", "0"]  # validation: test_validation.py
 
 
 def train(*args, cwd=ROOT):
