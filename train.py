@@ -248,7 +248,11 @@ class Trainer:
         paths = data.list_images(cfg["dataset"], cfg["data_dir"])
         self.val_pairs = None
         if cfg["val_every"]:
-            val_paths = data.list_images("folder", cfg["val_dir"]) if cfg["val_dir"] else validation.default_paths()
+            val_paths = validation.default_paths()
+            if cfg["val_dir"]:
+                if not os.path.isdir(cfg["val_dir"]):
+                    raise data.DataError(f"--val-dir {cfg['val_dir']} is not a directory")
+                val_paths = data.list_images("folder", cfg["val_dir"])
             held_out = {os.path.realpath(p) for p in val_paths}
             training = [p for p in paths if os.path.realpath(p) not in held_out]
             if not training:

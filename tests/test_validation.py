@@ -193,4 +193,6 @@ def test_validation_flags_are_checked(tmp_path):
     result = train(*TINY_VAL, "--val-dir", str(tmp_path / "small"), "--runs-dir", str(tmp_path))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "is 8x8: it needs at least 16 pixels a side" in result.stderr
+    result = train(*TINY_VAL, "--val-dir", str(tmp_path / "absent"), "--runs-dir", str(tmp_path))
+    assert result.returncode != 0 and f"error: --val-dir {tmp_path / 'absent'} is not a directory" in result.stderr
     assert not any(p.name != "small" for p in tmp_path.iterdir())  # nothing written
