@@ -442,7 +442,12 @@ class Trainer:
                        "with each image's own statistics")
         metric = self.cfg["keep_best"]
         if self.best and self.best.better(scores[metric]):
-            self.best.keep(self.validator, step, scores[metric], self.cfg)
+            try:
+                self.best.keep(self.validator, step, scores[metric], self.cfg)
+            except (tf.errors.OpError, OSError) as e:
+                reason = (getattr(e, "message", None) or str(e)).splitlines()[0]
+                raise TrainingError(f"cannot save the best generator of step {step} in {self.best.dir} ({reason}); "
+                                    f"the last good checkpoint is {self.last_checkpoint()}: free some space, then --resume") from None
 
     def on_signal(self, signum, frame):
         """The first SIGINT/SIGTERM stops training before the next step, with a checkpoint; a second quits."""

@@ -126,14 +126,19 @@ class BestGenerator:
     def keep(self, validator, step, value, config):
         """Save the generator in `validator` (as last called) as the best, at `step`, with `value`."""
         os.makedirs(self.dir, exist_ok=True)
-        prefix = validator.saver.save(validator.sess, os.path.join(self.dir, "model.ckpt"), global_step=step,
-                                      write_meta_graph=False)
+        try:
+            prefix = validator.saver.save(validator.sess, os.path.join(self.dir, "model.ckpt"), global_step=step,
+                                          write_meta_graph=False)
+        except (tf.errors.OpError, OSError):
+            self.remove_others()  # the partial files; the kept generator stays as it was
+            raise
         utils.write_json(os.path.join(self.dir, "config.json"), config)
         self.record = {"metric": self.metric, "value": value, "step": step, "checkpoint": os.path.basename(prefix)}
         utils.write_json(os.path.join(self.dir, "best.json"), self.record)
         self.remove_others()
 
     def remove_others(self):
+        keep = self.record["checkpoint"] + "." if self.record else None
         for path in glob.glob(os.path.join(self.dir, "model.ckpt-*")):
-            if not os.path.basename(path).startswith(self.record["checkpoint"] + "."):
+            if not (keep and os.path.basename(path).startswith(keep)):
                 shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)

@@ -127,6 +127,22 @@ def test_the_best_generator_survives_a_resume_and_a_save_cut_short(validator, tm
     assert validation.BestGenerator(str(tmp_path), "niqe").better(100.0)  # kept by another score: replaced
 
 
+def test_a_failed_save_leaves_the_kept_generator_as_it_was(validator, tmp_path, monkeypatch):
+    best = validation.BestGenerator(str(tmp_path), "psnr")
+    best.keep(validator, 2, 20.0, {"blocks": 1})
+
+    def disk_full(sess, prefix, global_step, write_meta_graph):
+        (tmp_path / "best" / f"model.ckpt-{global_step}.index").write_bytes(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(validator.saver, "save", disk_full)
+    with pytest.raises(OSError):
+        best.keep(validator, 4, 25.0, {"blocks": 1})
+    assert sorted(p.name for p in (tmp_path / "best").glob("model.ckpt-*")) == [
+        "model.ckpt-2.data-00000-of-00001", "model.ckpt-2.index"]
+    assert json.loads((tmp_path / "best" / "best.json").read_text())["step"] == 2
+
+
 @pytest.mark.parametrize("metric, better, worse", [("psnr", 25.0, 15.0), ("vgg", 0.1, 0.3), ("niqe", 4.0, 9.0)])
 def test_better_goes_the_right_way_for_each_score(validator, tmp_path, metric, better, worse):
     best = validation.BestGenerator(str(tmp_path), metric)
