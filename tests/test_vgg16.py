@@ -243,6 +243,20 @@ def test_conv5_3_of_a_photo(loaded):
     np.testing.assert_array_equal(hr, sr)
 
 
+def test_distance_is_the_mean_squared_difference_of_scaled_features(vgg_weights, loaded):
+    sess, images, outputs = loaded
+    photo = skimage.data.astronaut()[100:164, 200:260]
+    brighter = np.clip(photo.astype(int) + 30, 0, 255).astype(np.uint8)
+    hr, sr = (sess.run(outputs["hr"], {images: x[None].astype(np.float32) / 127.5 - 1})[0] for x in (photo, brighter))
+    distance = vgg16.Distance(vgg_weights, 0.5)
+    want = np.mean(np.square(0.5 * sr - 0.5 * hr))
+    assert want > 0
+    assert distance(brighter, photo) == pytest.approx(want, rel=1e-4)
+    assert distance(photo, brighter) == pytest.approx(want, rel=1e-4) and distance(photo, photo) == 0
+    assert distance.distance(distance.features(photo), brighter) == distance(brighter, photo)
+    distance.close()
+
+
 # -----------------------------------------------------------------------------
 # command line
 
