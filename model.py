@@ -161,8 +161,9 @@ def discriminator(x, reuse=False):
 
 
 def discriminator_head(features, reuse=False):
-    """The rest of the discriminator: dense 1024 LReLU; dense 1. Returns the logits."""
-    with tf1.variable_scope("discriminator", reuse=reuse):
+    """The rest of the discriminator: dense 1024 LReLU; dense 1. Returns the logits. Its ops go in the
+    caller's name scope."""
+    with tf1.variable_scope("discriminator", reuse=reuse, auxiliary_name_scope=False):
         return dense(lrelu(dense(features, 1024, "dense0")), 1, "dense1")
 
 
@@ -247,17 +248,21 @@ class SRGAN:
         self.config = config
         self.global_step = tf1.train.get_or_create_global_step()
         self.phase = tf1.get_variable("phase", [], tf.int32, tf1.zeros_initializer(), trainable=False)
-        with tf1.name_scope("next_phase"):
-            self.next_phase = self.phase.assign_add(1)
+        with tf1.name_scope("phase/"):  # drawn in the phase variable's box
+            self.next_phase = self.phase.assign_add(1, name="next_phase")
 
         self.lr, self.hr = lr, hr
         self.Gz = generator(lr, config.blocks, training=True)
         features_x, features_g = discriminator(hr), discriminator(self.Gz, reuse=True)
         # D's loss applies the dense head once to both calls' features, stacked: its large kernel is
         # read once each way instead of once per call, and the kernel's gradient is one matmul.
-        logits_dx, logits_dg = tf.split(discriminator_head(tf.concat([features_x, features_g], 0)), 2)
-        logits_adv = discriminator_head(features_g, reuse=True)  # G's loss needs G(z)'s alone
-        self.Dx, self.Dg = tf.sigmoid(logits_dx, name="D_x"), tf.sigmoid(logits_dg, name="D_G_z")
+        # TensorBoard draws it in the first call's box, and G's head in the second call's (TensorFlow
+        # names it discriminator_1).
+        with tf1.name_scope("discriminator/"):
+            logits_dx, logits_dg = tf.split(discriminator_head(tf.concat([features_x, features_g], 0)), 2)
+            self.Dx, self.Dg = tf.sigmoid(logits_dx, name="D_x"), tf.sigmoid(logits_dg, name="D_G_z")
+        with tf1.name_scope("discriminator_1/"):
+            logits_adv = discriminator_head(features_g, reuse=True)  # G's loss needs G(z)'s alone
         self.vgg = VGG16() if "vgg" in config.content_loss else None
         self.build_losses(logits_dx, logits_dg, logits_adv)
         self.build_optimizers()
@@ -270,7 +275,11 @@ class SRGAN:
 
     def build_losses(self, logits_dx, logits_dg, logits_adv):
         """d_loss = CE(1, D(x)) + CE(0, D(G(z))); g_loss = content + 1e-3 * CE(1, D(G(z))), the last
-        D(G(z)) from `logits_adv`, the same logits as `logits_dg` computed apart."""
+        D(G(z)) from `logits_adv`, the same logits as `logits_dg` computed apart. The two VGG16 towers
+        are drawn beside the losses, as the two discriminator calls are."""
+        if self.vgg is not None:
+            layer = self.config.vgg_layer
+            phi_hr, phi_sr = self.vgg(self.hr, layer, name="vgg_hr"), self.vgg(self.Gz, layer, name="vgg_sr")
         with tf1.name_scope("losses"):
             self.d_loss = tf.add(sigmoid_cross_entropy(1.0, logits_dx), sigmoid_cross_entropy(0.0, logits_dg), name="d_loss")
             self.adv_loss = tf.identity(sigmoid_cross_entropy(1.0, logits_adv), name="adv_loss")
@@ -279,10 +288,7 @@ class SRGAN:
             if "mse" in self.config.content_loss:
                 terms.append(self.mse_loss)
             if self.vgg is not None:
-                layer = self.config.vgg_layer
-                phi_hr = self.vgg(self.hr, layer, name="vgg_hr") * VGG_RESCALE
-                phi_sr = self.vgg(self.Gz, layer, name="vgg_sr") * VGG_RESCALE
-                self.vgg_loss = tf.reduce_mean(tf.square(phi_sr - phi_hr), name="vgg_loss")
+                self.vgg_loss = tf.reduce_mean(tf.square(phi_sr * VGG_RESCALE - phi_hr * VGG_RESCALE), name="vgg_loss")
                 terms.append(self.vgg_loss)
             self.content_loss = tf.add_n(terms, name="content_loss")
             self.g_loss = tf.add(self.content_loss, ADV_WEIGHT * self.adv_loss, name="g_loss")

@@ -283,8 +283,9 @@ class Trainer:
             self.model = SRGAN(lr, hr, model_config(cfg))
             saved = self.model.saveable_variables()
             self.saver = tf1.train.Saver(saved, max_to_keep=2, save_relative_paths=True)  # a run directory can be copied or moved
-            self.weights_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in saved
-                                                 if v.dtype.base_dtype.is_floating])
+            with tf1.name_scope("save/"):  # the check before each save, drawn in the Saver's box
+                self.weights_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in saved
+                                                     if v.dtype.base_dtype.is_floating], name="weights_finite")
             self.init = tf1.global_variables_initializer()
             self.graph.finalize()
         self.checkpoint_bytes = sum(v.shape.num_elements() * v.dtype.base_dtype.size for v in saved)

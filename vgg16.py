@@ -197,16 +197,16 @@ class VGG16:
                         tf1.get_variable(part, shape, tf.float32, tf1.zeros_initializer(),
                                                   trainable=False)
                         for part, shape in (("kernel", SHAPES[name]), ("bias", SHAPES[name][-1:])))
-        # Feeding the weights through placeholders keeps them out of the graph (and every .meta file),
-        # and lets load() run on a finalized graph.
-        with tf1.name_scope("vgg16_load"):
-            self._feeds = {}
-            assigns = []
-            for name in LAYERS:
-                self._feeds[name] = tuple(tf1.placeholder(tf.float32, v.shape, f"{name}_{part}")
-                                          for part, v in zip(("kernel", "bias"), self.variables[name]))
-                assigns += [tf1.assign(v, p) for v, p in zip(self.variables[name], self._feeds[name])]
-            self._assign = tf.group(*assigns, name="assign")
+            # Feeding the weights through placeholders keeps them out of the graph (and every .meta file),
+            # and lets load() run on a finalized graph.
+            with tf1.name_scope("load"):
+                self._feeds = {}
+                assigns = []
+                for name in LAYERS:
+                    self._feeds[name] = tuple(tf1.placeholder(tf.float32, v.shape, f"{name}_{part}")
+                                              for part, v in zip(("kernel", "bias"), self.variables[name]))
+                    assigns += [tf1.assign(v, p) for v, p in zip(self.variables[name], self._feeds[name])]
+                self._assign = tf.group(*assigns, name="assign")
 
     def load(self, sess, weights):
         """Copies weights from load_weights()/resolve_weights() into the variables; adds no ops."""
