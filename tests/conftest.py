@@ -16,11 +16,12 @@ def vgg_weights():
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, vgg_weights):
-    """A real run directory from train.py: 2 residual blocks, 2 MSE pre-training iterations on 32x32 crops."""
+    """A real run directory from train.py: 2 residual blocks, 2 MSE pre-training iterations and 1 GAN
+    iteration on 32x32 crops, scalars at every step."""
     import subprocess
     runs = tmp_path_factory.mktemp("runs")
     result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--dataset", "sample", "--hr-size", "32",
-                             "--blocks", "2", "--pretrain-iters", "2", "--gan-iters", "0", "--pretrain-only", "--val-every", "0",
+                             "--blocks", "2", "--pretrain-iters", "2", "--gan-iters", "1", "--summary-every", "1", "--val-every", "0",
                              "--name", "tiny", "--runs-dir", str(runs)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     return runs / "tiny"

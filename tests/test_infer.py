@@ -182,7 +182,7 @@ def test_evaluate_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
     result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", folder, "--save-images")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| Tiny | 3 |" in result.stdout
-    report = json.loads((tiny_run / "eval-2.json").read_text())["sets"]["Tiny"]
+    report = json.loads((tiny_run / "eval-3.json").read_text())["sets"]["Tiny"]
     pairs = [metrics.bicubic_pair(data.load_image(str(p))) for p in sorted(folder.iterdir())]
     expected = np.mean([metrics.sr_metrics(metrics.imresize(lr, 4), hr) for hr, lr in pairs], axis=0)
     assert (report["bicubic"]["psnr"], report["bicubic"]["ssim"]) == pytest.approx(tuple(expected))
@@ -190,10 +190,10 @@ def test_evaluate_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
     assert report["bicubic"]["niqe"] == pytest.approx(niqe.sr_niqe(metrics.imresize(large_lr, 4)))
     assert report["hr"]["niqe"] == pytest.approx(niqe.sr_niqe(large_hr)) and report["hr"]["niqe"] < report["bicubic"]["niqe"]
     assert all(np.isfinite(report["model"][k]) for k in ("psnr", "ssim", "vgg", "niqe")) and report["model"]["vgg"] > 0
-    assert (tiny_run / "eval-2.md").read_text().count("| Tiny |") == 1
-    strip = np.asarray(Image.open(tiny_run / "eval-2" / "Tiny" / "colour_strip.png"))
+    assert (tiny_run / "eval-3.md").read_text().count("| Tiny |") == 1
+    strip = np.asarray(Image.open(tiny_run / "eval-3" / "Tiny" / "colour_strip.png"))
     assert strip.shape == (2 * 48, 4 * 40, 3)
-    assert Image.open(tiny_run / "eval-2" / "Tiny" / "grey_sr.png").size == (40, 36)
+    assert Image.open(tiny_run / "eval-3" / "Tiny" / "grey_sr.png").size == (40, 36)
 
 
 def test_training_wrote_the_loss_plot_and_plot_redraws_it(tiny_run):
