@@ -6,7 +6,8 @@
 Builds the training graph exactly as train.py does (same flags), feeds it one fixed batch from an
 in-graph dataset so that only the computation is timed, and reports the median of several repeats
 of each step, its FLOPs (convolutions and matmuls counted from the graph, forward and backward),
-the GFLOP/s reached and the fraction of the large-matmul rate measured in the same process.
+the GFLOP/s reached and the fraction of the large-matmul rate measured in the same process (the
+best of rounds measured before, between and after the steps).
 The input pipeline is timed on its own, on 256x256 JPEGs like Places-205's.
 """
 import argparse
@@ -89,8 +90,8 @@ def median_seconds(fn, warmup, repeats):
     return statistics.median(times)
 
 
-def matmul_rate(precision, size, warmup, repeats):
-    """GFLOP/s of a size x size matmul in `precision` (fp32 or bf16): the machine's practical peak."""
+def matmul_timer(precision, size):
+    """A function that runs one size x size matmul in `precision` (fp32 or bf16) and returns its GFLOP/s."""
     dtype = tf.bfloat16 if precision == "bf16" else tf.float32
     with tf.Graph().as_default() as graph:
         a = tf1.get_variable("a", [size, size], dtype, tf1.random_normal_initializer())
@@ -98,10 +99,31 @@ def matmul_rate(precision, size, warmup, repeats):
         product = tf.reduce_sum(tf.matmul(a, b)[0, 0])  # fetch one number, not size^2 of them
         init = tf1.global_variables_initializer()
         graph.finalize()
-        with tf1.Session(graph=graph, config=tflib.session_config("fp32")) as sess:
-            sess.run(init)
-            seconds = median_seconds(lambda: sess.run(product), warmup, repeats)
-    return 2 * size ** 3 / seconds / 1e9
+    sess = tf1.Session(graph=graph, config=tflib.session_config("fp32"))
+    sess.run(init)
+    sess.run(product)  # the first run allocates and picks its kernels
+
+    def rate():
+        start = time.perf_counter()
+        sess.run(product)
+        return 2 * size ** 3 / (time.perf_counter() - start) / 1e9
+    return rate
+
+
+class MatmulPeak:
+    """The machine's practical peak per precision: the best GFLOP/s of a large matmul over all the rounds
+    measured. bench.py measures a round before, between and after the timed steps, so that a round that
+    came out low on a busy machine does not stand for the peak."""
+
+    def __init__(self, timers, runs=3):
+        self.timers, self.runs = timers, runs  # {precision: matmul_timer(...)}; runs per round
+        self.best = dict.fromkeys(timers, 0.0)
+        self.rounds = 0
+
+    def measure(self):
+        for precision, rate in self.timers.items():
+            self.best[precision] = max(self.best[precision], *(rate() for _ in range(self.runs)))
+        self.rounds += 1
 
 
 def pipeline_rate(hr_size, count, batches):
@@ -131,8 +153,9 @@ def pipeline_rate(hr_size, count, batches):
 
 # ----------------------------------------------------------------------------- the steps
 
-def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
-    """{step: (median seconds, FLOPs)} for the training steps and generator inference."""
+def bench_steps(cfg, warmup, repeats, infer_sizes, only=None, between=lambda: None):
+    """{step: (median seconds, FLOPs)} for the training steps and generator inference; `between()` runs
+    before each of them."""
     rng = np.random.default_rng(cfg["seed"])
     size = cfg["hr_size"]
     shapes = [(cfg["batch_size"], size // SCALE, size // SCALE, 3), (cfg["batch_size"], size, size, 3)]
@@ -154,6 +177,7 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
     for name, ops in steps.items():
         if only and name not in only:
             continue
+        between()
         seconds = median_seconds(lambda: [sess.run(op) for op in ops], warmup, repeats)
         with graph.as_default():
             results[name] = (seconds, sum(graph_flops(op) for op in ops))
@@ -162,6 +186,7 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None):
     generator_flops = graph_flops(srgan.Gz) / cfg["batch_size"] / (size // SCALE) ** 2
     for lr_size in infer_sizes:
         image = rng.uniform(-1, 1, (1, lr_size, lr_size, 3)).astype(np.float32)
+        between()
         seconds = median_seconds(lambda: sess.run(srgan.sr_output, {srgan.lr_input: image}), 1, max(repeats // 2, 1))
         results[f"infer_{lr_size}_to_{lr_size * SCALE}"] = (seconds, generator_flops * lr_size ** 2)
         print(f"  inference {lr_size}: {1000 * seconds:.1f} ms", file=sys.stderr)
@@ -193,15 +218,18 @@ def main(argv=None):
     print(f"bench: B={cfg['blocks']}, LR {cfg['hr_size'] // SCALE} -> HR {cfg['hr_size']}, batch "
           f"{cfg['batch_size']}, {cfg['precision']}, {cfg['content_loss']} ({cfg['vgg_layer']}), "
           f"{cfg['gan_update']} GAN update", file=sys.stderr)
-    peak = {p: matmul_rate(p, args.matmul_size, 2, 5) for p in ("fp32", "bf16")}
-    steps = bench_steps(cfg, args.warmup, args.repeats, args.infer_sizes, args.steps)
+    matmul = MatmulPeak({p: matmul_timer(p, args.matmul_size) for p in ("fp32", "bf16")})
+    steps = bench_steps(cfg, args.warmup, args.repeats, args.infer_sizes, args.steps, between=matmul.measure)
+    matmul.measure()
+    peak = matmul.best
     reference = peak["bf16" if cfg["precision"] == "bf16" else "fp32"]
     print(f"\n{'step':<24}{'ms':>10}{'GFLOP':>10}{'GFLOP/s':>10}{'of peak':>9}")
     for name, (seconds, flops) in steps.items():
         rate = flops / seconds / 1e9
         print(f"{name:<24}{1000 * seconds:>10.1f}{flops / 1e9:>10.1f}{rate:>10.1f}{rate / reference:>9.0%}")
-    print(f"matmul {args.matmul_size}^2 peak: fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
-    report = {"config": cfg, "matmul_gflops": peak,
+    print(f"matmul {args.matmul_size}^2 peak: fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s "
+          f"(the best of {matmul.rounds} rounds of {matmul.runs} runs, between the steps)")
+    report = {"config": cfg, "matmul_gflops": peak, "matmul_rounds": matmul.rounds,
               "steps": {name: {"ms": 1000 * s, "gflop": f / 1e9, "gflops": f / s / 1e9, "fraction_of_peak": f / s / 1e9 / reference}
                         for name, (s, f) in steps.items()}}
     if args.pipeline_images and "gan_iteration" in steps:

@@ -57,7 +57,22 @@ def test_bench_runs_end_to_end_on_a_tiny_configuration(tmp_path, vgg_weights):
     assert steps["gan_iteration"]["gflop"] == pytest.approx(steps["d_step"]["gflop"] + steps["g_step"]["gflop"])
     assert steps["g_step"]["gflop"] > steps["pretrain"]["gflop"]  # the VGG and D passes on top of G's
     assert report["matmul_gflops"]["fp32"] > 0 and report["pipeline"]["images_per_s"] > 0
+    assert report["matmul_rounds"] == len(steps) + 1  # one before each timed step, one after them all
+    peak = report["matmul_gflops"]["fp32"]
+    assert all(s["fraction_of_peak"] == pytest.approx(s["gflops"] / peak) for s in steps.values())
     assert "gan_iteration" in result.stdout and "of peak" in result.stdout
+
+
+def test_the_matmul_peak_is_the_best_of_every_round():
+    """Not the last round's, nor one round's median: a round slowed by other work does not lower it."""
+    runs = {"fp32": iter([300, 500, 400, 100, 120, 90, 480, 490, 510]), "bf16": iter([800, 850, 700] * 3)}
+    peak = bench.MatmulPeak({p: lambda p=p: next(runs[p]) for p in runs}, runs=3)
+    peak.measure()
+    assert peak.best == {"fp32": 500, "bf16": 850}
+    peak.measure()  # a slow round
+    assert peak.best == {"fp32": 500, "bf16": 850}
+    peak.measure()
+    assert peak.best == {"fp32": 510, "bf16": 850} and peak.rounds == 3
 
 
 def partition_graph_types(sess, fetch):
