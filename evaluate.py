@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from tqdm import tqdm
+
 import data
 import infer
 import metrics
@@ -46,11 +48,11 @@ def set_name(folder):
 
 def evaluate_set(upscaler, vgg, folder, image_dir=None):
     """{"bicubic"|"model": {"psnr", "ssim", "vgg", "niqe"}, "hr": {"niqe"}, "images": count}, scores
-    averaged over the images of `folder`."""
+    averaged over the images of `folder`. A progress bar on stderr counts them."""
     scores = {column: [] for column in COLUMNS}
     hr_niqe = []
     paths = data.list_images("folder", folder)
-    for path in paths:
+    for path in tqdm(paths, desc=set_name(folder), unit="image", dynamic_ncols=True):
         hr, lr = metrics.bicubic_pair(data.load_image(path), SCALE)
         bicubic = metrics.imresize(lr, SCALE)
         sr = upscaler.upscale(lr)

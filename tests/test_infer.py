@@ -182,6 +182,7 @@ def test_evaluate_end_to_end_on_a_tiny_run(tiny_run, tmp_path):
     result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", folder, "--save-images")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| Tiny | 3 |" in result.stdout
+    assert "Tiny: 100%" in result.stderr and " 3/3 " in result.stderr  # the progress bar, with the image count
     report = json.loads((tiny_run / "eval-3.json").read_text())["sets"]["Tiny"]
     pairs = [metrics.bicubic_pair(data.load_image(str(p))) for p in sorted(folder.iterdir())]
     expected = np.mean([metrics.sr_metrics(metrics.imresize(lr, 4), hr) for hr, lr in pairs], axis=0)
