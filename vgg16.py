@@ -9,6 +9,7 @@ the official Keras .h5 (download). Both give the same file, checked by a sha256 
 import hashlib
 import importlib.util
 import os
+import pickle
 import sys
 import urllib.request
 import zipfile
@@ -65,9 +66,31 @@ def _read_h5(path):
         return weights
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and plain dicts, lists, tuples, strings and numbers, and refuses everything else:
+    a pickle may name any function to call, which is how a weights file from the web could run code."""
+
+    CLASSES = {"_reconstruct": np.zeros(0).__reduce__()[0], "ndarray": np.ndarray, "dtype": np.dtype}
+    MODULES = {"_reconstruct": ("numpy.core.multiarray", "numpy._core.multiarray"), "ndarray": ("numpy",), "dtype": ("numpy",)}
+
+    def find_class(self, module, name):
+        if module not in self.MODULES.get(name, ()):
+            raise pickle.UnpicklingError(f"refused to unpickle {module}.{name}: only numpy arrays, dicts and lists "
+                                         "are read from a .npy, since a pickle can run any code")
+        return self.CLASSES[name]
+
+
 def _read_npy(path):
-    """The classic vgg16.npy of machrisaa/tensorflow-vgg: a pickled {"conv1_1": [kernel, bias], ...}."""
-    params = np.load(path, allow_pickle=True, encoding="latin1").item()
+    """The classic vgg16.npy of machrisaa/tensorflow-vgg: a pickled {"conv1_1": [kernel, bias], ...}
+    (written by Python 2, hence latin1), read through _ArraysOnly."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, _, dtype = read_header(f)
+        if dtype.hasobject:
+            params = _ArraysOnly(f, encoding="latin1").load().item()
+        else:
+            raise WeightsError(f"{path} holds one array, not the classic vgg16.npy dict of layers; {HINT}")
     return {name: (params[name][0], params[name][1]) for name in LAYERS if name in params}
 
 

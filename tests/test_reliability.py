@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import train as train_module
 from conftest import ROOT, assert_one_error_line
@@ -230,3 +231,53 @@ def test_non_finite_weights_are_never_saved(trainer):
     with pytest.raises(train_module.TrainingError, match="not finite.*lower --lr"):
         trainer.save()
     assert tf.compat.v1.train.latest_checkpoint(trainer.run_dir) == last
+
+
+# ---------------------------------------------------------------- issue 16: weights files, damage, locks, images
+
+def cli(script, *args, env=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def error_lines(result):
+    """The error: lines of a finished command, after checking it failed without a traceback."""
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+class RunsCode:
+    """Unpickled, runs a shell command: what a booby-trapped vgg16.npy carries."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def booby_trapped_npy(path, marker, nested):
+    """A .npy that creates `marker` when unpickled: the object alone, or inside the classic dict of layers."""
+    trap = RunsCode(f"touch {marker}")
+    content = {"conv1_1": [trap, np.zeros(64, np.float32)]} if nested else trap
+    np.save(path, np.array(content, dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["object", "inside the dict"])
+@pytest.mark.parametrize("how", ["vgg16.py --check", "train.py --vgg-weights", "evaluate.py --vgg-weights"])
+def test_a_weights_file_cannot_run_code(tiny_run, tmp_path, how, nested):
+    weights, marker = tmp_path / "vgg16.npy", tmp_path / "code-ran"
+    booby_trapped_npy(weights, marker, nested)
+    if how.startswith("vgg16"):
+        result = cli("vgg16.py", "--check", weights)
+    elif how.startswith("train"):
+        result = cli("train.py", *TINY, "--runs-dir", tmp_path, "--name", "t", "--vgg-weights", weights)
+    else:
+        (tmp_path / "set").mkdir()
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "set" / "black.png")
+        result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", tmp_path / "set", "--vgg-weights", weights,
+                     "--out-dir", tmp_path / "eval")
+    assert not marker.exists(), "unpickling the weights file ran its code"
+    errors = error_lines(result)
+    assert len(errors) == 1 and str(weights) in errors[0] and "refused" in errors[0], result.stderr[-2000:]
+    assert not (tmp_path / "t").exists() and not (tmp_path / "eval").exists()

@@ -2,8 +2,11 @@
 bad files give one-line WeightsErrors, and the graph computes VGG16 from one shared set of frozen variables."""
 
 import importlib.util
+import io
 import os
+import pickle
 import re
+import struct
 import subprocess
 import sys
 import urllib.error
@@ -121,7 +124,27 @@ def test_fetch_keras_offline_points_to_the_offline_source(monkeypatch, tmp_path)
     assert not (tmp_path / "w.npz").exists()
 
 
-@pytest.mark.parametrize("fmt", ["npz", "h5", "h5 model_weights", "npy"])
+class Python2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2's str (BINSTRING), as the classic vgg16.npy, pickled by Python 2, holds them."""
+
+    def save_bytes(self, obj):
+        size = struct.pack("<B" if len(obj) < 256 else "<i", len(obj))
+        self.write((pickle.SHORT_BINSTRING if len(obj) < 256 else pickle.BINSTRING) + size + obj)
+        self.memoize(obj)
+
+    dispatch = {**pickle._Pickler.dispatch, bytes: save_bytes}
+
+
+def save_python2_npy(path, content):
+    """np.save as Python 2 and numpy 1.x wrote it: protocol 2, numpy.core.multiarray, byte strings."""
+    pickled = io.BytesIO()
+    Python2Pickler(pickled, protocol=2).dump(np.array(content, dtype=object))
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": ()})
+        f.write(pickled.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+
+
+@pytest.mark.parametrize("fmt", ["npz", "h5", "h5 model_weights", "npy", "npy python 2"])
 def test_every_format_reads_back_exactly(vgg_weights, tmp_path, fmt):
     if fmt == "npz":
         path = tmp_path / "w.npz"
@@ -133,7 +156,10 @@ def test_every_format_reads_back_exactly(vgg_weights, tmp_path, fmt):
         path = tmp_path / "vgg16.npy"
         classic = {name: [kernel, bias] for name, (kernel, bias) in vgg_weights.items()}
         classic["fc8"] = [np.zeros((4096, 1000), np.float32), np.zeros(1000, np.float32)]
-        np.save(path, classic, allow_pickle=True)
+        if fmt == "npy":
+            np.save(path, classic, allow_pickle=True)
+        else:
+            save_python2_npy(path, classic)
     assert_same(vgg16.load_weights(path), vgg_weights)
 
 
