@@ -209,6 +209,47 @@ def check_free_space(run_dir, checkpoint_bytes, kept):
                           "or choose another --runs-dir")
 
 
+def damage(checkpoint):
+    """Why `checkpoint` cannot be restored (missing or truncated files, a tensor failing its checksum), or None
+    when every tensor in it reads back intact."""
+    try:
+        reader = tf.train.load_checkpoint(checkpoint)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as e:  # the reader raises IndexError, ValueError or an OpError, depending on the damage
+        return utils.first_line(e)
+    return None
+
+
+def newest_intact_checkpoint(run_dir):
+    """(newest intact checkpoint or None, the checkpoints up to it, oldest first, {newer damaged checkpoint: why})."""
+    state = tf1.train.get_checkpoint_state(run_dir)
+    kept = list(state.all_model_checkpoint_paths) if state else []
+    damaged = {}
+    while kept:
+        why = damage(kept[-1])
+        if why is None:
+            return kept[-1], kept, damaged
+        damaged[kept.pop()] = why
+    if damaged:
+        raise ConfigError(f"every checkpoint in {run_dir} is damaged: " + "; ".join(f"{c}: {w}" for c, w in damaged.items()))
+    return None, [], {}
+
+
+def set_aside(run_dir, damaged, kept):
+    """Moves the files of the damaged checkpoints into run_dir/damaged-<time>/, where saving the same step again
+    cannot replace them, and makes the `checkpoint` file name the intact ones. Deletes nothing."""
+    folder = os.path.join(run_dir, f"damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(folder)
+    for checkpoint in damaged:
+        for path in glob.glob(glob.escape(checkpoint) + ".*"):
+            os.rename(path, os.path.join(folder, os.path.basename(path)))
+    names = [("model_checkpoint_path", kept[-1])] + [("all_model_checkpoint_paths", c) for c in kept]
+    state = "".join(f'{key}: "{os.path.basename(c)}"\n' for key, c in names)  # relative, as the Saver writes it
+    utils.write_atomic(os.path.join(run_dir, "checkpoint"), lambda f: f.write(state.encode()))
+    return folder
+
+
 def checkpoint_step(checkpoint):
     """The global step saved in a checkpoint, read without building a graph."""
     try:
@@ -229,9 +270,8 @@ class Trainer:
         self.cfg, self.run_dir = cfg, run_dir
         self.stop_signal, self.writer, self.best, self.validator = None, None, None, None
         paths, weights = self.check_inputs()
-        checkpoint = tf1.train.latest_checkpoint(run_dir)
+        checkpoint, kept, self.damaged = newest_intact_checkpoint(run_dir)
         self.build_graph(paths, checkpoint_step(checkpoint) if checkpoint else 0)
-        kept = tf1.train.get_checkpoint_state(run_dir).all_model_checkpoint_paths if checkpoint else []
         check_free_space(run_dir, self.checkpoint_bytes, len(kept))
         self.start_session(weights)
         if checkpoint:
@@ -310,7 +350,13 @@ class Trainer:
             raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size or "
                               f"--content-loss?): {e.message.splitlines()[0]}") from None
         self.saver.recover_last_checkpoints(kept)
-        print(f"resumed {checkpoint}")
+        for damaged, why in self.damaged.items():
+            print(f"warning: {damaged} is damaged ({why})", file=sys.stderr)
+        if self.damaged:
+            folder = set_aside(self.run_dir, self.damaged, kept)
+            print(f"resumed {checkpoint}, the newest intact checkpoint; the damaged files are kept in {folder}")
+        else:
+            print(f"resumed {checkpoint}")
 
     def step(self):
         return int(self.sess.run(self.model.global_step))

@@ -23,6 +23,14 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
+def first_line(error):
+    """The first line of an exception's message that says what went wrong: TensorFlow's OpErrors start
+    with "Graph execution error:" and a blank line before the reason."""
+    lines = [line.strip() for line in (getattr(error, "message", None) or str(error)).splitlines()]
+    lines = [line for line in lines if line and line != "Graph execution error:"]
+    return lines[0] if lines else type(error).__name__
+
+
 def write_atomic(path, write):
     """Create `path` by calling write(binary file) on a temporary file in the same folder, renamed at the end."""
     folder = os.path.dirname(os.path.abspath(path))

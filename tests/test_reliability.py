@@ -281,3 +281,42 @@ def test_a_weights_file_cannot_run_code(tiny_run, tmp_path, how, nested):
     errors = error_lines(result)
     assert len(errors) == 1 and str(weights) in errors[0] and "refused" in errors[0], result.stderr[-2000:]
     assert not (tmp_path / "t").exists() and not (tmp_path / "eval").exists()
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    """A run directory holding model.ckpt-2 and model.ckpt-4."""
+    runs = tmp_path_factory.mktemp("two")
+    result = train(*FAST, "--runs-dir", str(runs), "--name", "run", "--pretrain-iters", "4", "--pretrain-only")
+    assert result.returncode == 0 and saved_steps(runs / "run") == [2, 4], result.stderr[-2000:]
+    return runs / "run"
+
+
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def flip_bytes(path):
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        block = f.read(64)
+        f.seek(-len(block), os.SEEK_CUR)
+        f.write(bytes(b ^ 0xFF for b in block))
+
+
+@pytest.mark.parametrize("damage", [truncate, flip_bytes])
+def test_a_damaged_newest_checkpoint_resumes_from_the_intact_one_and_keeps_it(two_checkpoints, tmp_path, damage):
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run_dir)
+    data, = glob.glob(f"{run_dir}/model.ckpt-4.data-*")
+    damage(data)
+    damaged = open(data, "rb").read()
+    result = train("--runs-dir", str(tmp_path), "--name", "run", "--resume", "--pretrain-iters", "5", "--pretrain-only")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    said = result.stdout + result.stderr
+    assert re.search(r"model\.ckpt-4 is damaged \(.+\)", said), said[-2000:]
+    assert re.search(r"resum\w+ (from )?\S*model\.ckpt-2\b", said), said[-2000:]
+    assert checkpoint_state(run_dir) == (5, 1)
+    kept = [p for p in glob.glob(f"{run_dir}/**/*", recursive=True) if os.path.isfile(p) and open(p, "rb").read() == damaged]
+    assert kept, "the damaged checkpoint's data file was deleted or replaced"
