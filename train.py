@@ -7,6 +7,7 @@
 Everything goes to runs/<name>/: config.json, checkpoints, TensorBoard events, samples/*.png.
 """
 import argparse
+import fcntl
 import glob
 import json
 import math
@@ -256,6 +257,22 @@ def checkpoint_step(checkpoint):
         return int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
     except (tf.errors.OpError, ValueError) as e:
         raise ConfigError(f"cannot read {checkpoint}: {str(e).splitlines()[0]}") from None
+
+
+def lock_run(run_dir):
+    """An exclusive lock on run_dir for the life of this process, else ConfigError naming the process that
+    holds it. flock is released by the kernel however the process ends, so a crash leaves no stale lock."""
+    fd = os.open(os.path.join(run_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 20).decode(errors="replace").strip()
+        os.close(fd)
+        raise ConfigError(f"{run_dir} is in use by another train.py (process {holder}): wait for it to end, "
+                          "or choose another --name") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 # ----------------------------------------------------------------------------- training
@@ -545,8 +562,12 @@ def main(argv=None):
     try:
         cfg, run_dir, resume = make_config(argv)
         print(json.dumps(cfg, indent=2))
+        if resume:
+            lock_run(run_dir)  # before reading its checkpoints, which another training could be rotating
         trainer = Trainer(cfg, run_dir)  # checks the data and the weights first; writes nothing
         os.makedirs(run_dir, exist_ok=resume)
+        if not resume:
+            lock_run(run_dir)
         utils.write_json(os.path.join(run_dir, "config.json"), cfg)
         try:
             trainer.train()

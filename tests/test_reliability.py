@@ -320,3 +320,23 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_intact_one_and_keeps_it(tw
     assert checkpoint_state(run_dir) == (5, 1)
     kept = [p for p in glob.glob(f"{run_dir}/**/*", recursive=True) if os.path.isfile(p) and open(p, "rb").read() == damaged]
     assert kept, "the damaged checkpoint's data file was deleted or replaced"
+
+
+def test_a_run_directory_in_use_stops_a_second_training_until_the_first_dies(tmp_path):
+    run_dir = tmp_path / "r"
+    first = start(*FAST, "--runs-dir", str(tmp_path), "--name", "r", "--pretrain-iters", "100000")
+    try:
+        wait_for(lambda: saved_steps(run_dir), first)
+        step = checkpoint_state(run_dir)[0]
+        second = train("--runs-dir", str(tmp_path), "--name", "r", "--resume", "--pretrain-iters", str(step + 2),
+                       "--pretrain-only")
+        errors = error_lines(second)
+        assert len(errors) == 1 and "in use" in errors[0] and str(first.pid) in errors[0], second.stderr[-2000:]
+        assert first.poll() is None, "the first training must go on"
+    finally:
+        first.kill()  # a crash: the lock must not outlive it
+        first.communicate()
+    step = checkpoint_state(run_dir)[0]
+    again = train("--runs-dir", str(tmp_path), "--name", "r", "--resume", "--pretrain-iters", str(step + 1), "--pretrain-only")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert checkpoint_state(run_dir) == (step + 1, 1)
