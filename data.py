@@ -13,8 +13,9 @@ import threading
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+import utils
 from tflib import tf, tf1
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -87,8 +88,10 @@ def _open(path, max_pixels=MAX_PIXELS):
             yield image
     except DataError:
         raise
+    except UnidentifiedImageError:
+        raise DataError(f"cannot read image {path}: not a JPEG, PNG or BMP file") from None
     except Exception as e:
-        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+        raise DataError(f"cannot read image {path}: {type(e).__name__}: {utils.first_line(e)}") from None
 
 
 def check_image(path, max_pixels=MAX_PIXELS):
@@ -97,16 +100,58 @@ def check_image(path, max_pixels=MAX_PIXELS):
         pass
 
 
-def load_image(path, max_pixels=MAX_PIXELS):
-    """uint8 RGB [h, w, 3] of a JPEG, PNG or BMP file (what training sees), else DataError.
+def png_bit_depth(path):
+    with open(path, "rb") as f:
+        head = f.read(25)
+    return head[24] if head[:8] == utils.PNG_SIGNATURE and len(head) == 25 else 8
 
-    Grayscale, palette and CMYK become RGB, alpha is dropped (not composited), 16-bit keeps the high byte.
-    """
+
+def _decode_png16(path):
+    """[h, w, c] uint16 of a 16-bit PNG, decoded by TensorFlow in a graph of its own: PIL keeps only the
+    high byte of 16-bit colour."""
+    with open(path, "rb") as f, tf.Graph().as_default():
+        png = tf1.placeholder(tf.string)
+        with tf1.Session() as sess:
+            return sess.run(tf.io.decode_png(png, dtype=tf.uint16), {png: f.read()})
+
+
+def upright(pixels, orientation):
+    """pixels [h, w, ...] turned as the EXIF Orientation tag (1 to 8) says viewers show them."""
+    turns = {3: 2, 4: 2, 5: 1, 6: -1, 7: -1, 8: 1}.get(orientation, 0)  # quarter turns, anticlockwise
+    flipped = pixels[:, ::-1] if orientation in (2, 4, 5, 7) else pixels
+    return np.rot90(flipped, turns)
+
+
+def read_image(path, max_pixels=MAX_PIXELS, full_depth=False):
+    """[h, w, c] pixels of a JPEG, PNG or BMP file the way viewers show it (EXIF orientation applied), else
+    DataError; c is 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA), the dtype uint8, or uint16 for 16-bit
+    grey. full_depth: 16-bit colour PNGs as uint16 too (decoded by TensorFlow, so not inside the pipeline)."""
     with _open(path, max_pixels) as image:
-        if image.mode.startswith("I"):  # 16-bit grayscale; 16-bit RGB already arrives as 8-bit "RGB"
-            gray = (np.asarray(image) >> 8).astype(np.uint8)
-            return np.repeat(gray[:, :, None], 3, axis=2)
-        return np.array(image.convert("RGB"))
+        orientation = image.getexif().get(ImageOps.ExifTags.Base.Orientation, 1)
+        if image.mode.startswith("I"):  # 16-bit grey PNG
+            pixels = np.asarray(image).astype(np.uint16)
+        elif full_depth and image.format == "PNG" and png_bit_depth(path) == 16:
+            try:
+                pixels = _decode_png16(path)
+            except tf.errors.OpError as e:
+                raise DataError(f"cannot read image {path}: {utils.first_line(e)}") from None
+        else:
+            if image.mode not in ("L", "LA", "RGB", "RGBA"):  # palette, CMYK, 1-bit
+                image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+            pixels = np.asarray(image)
+    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    return np.ascontiguousarray(upright(pixels, orientation))
+
+
+def load_image(path, max_pixels=MAX_PIXELS):
+    """uint8 RGB [h, w, 3] of a JPEG, PNG or BMP file (what training and evaluation see), else DataError.
+
+    read_image's pixels with grey made RGB, alpha dropped (not composited) and 16 bits cut to the high byte.
+    """
+    pixels = read_image(path, max_pixels)
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    return pixels[:, :, :3] if pixels.shape[2] >= 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
 
 
 def _readable(path, max_pixels=MAX_PIXELS):

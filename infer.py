@@ -15,7 +15,6 @@ import os
 import sys
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 import data
@@ -200,34 +199,9 @@ def ramp(start, stop, length, overlap):
 
 # ----------------------------------------------------------------------------- files
 
-def png_bit_depth(path):
-    with open(path, "rb") as f:
-        head = f.read(25)
-    return head[24] if head[:8] == utils.PNG_SIGNATURE and len(head) == 25 else 8
-
-
-def in_session(op, value):
-    """Run one TF op on a numpy value in a throwaway graph (to read 16-bit colour PNGs, which PIL cannot)."""
-    with tf.Graph().as_default():
-        feed = tf1.placeholder(tf.as_dtype(np.asarray(value).dtype))
-        with tf1.Session() as sess:
-            return sess.run(op(feed), {feed: value})
-
-
 def read_image(path):
-    """[h, w, c] uint8, or uint16 for 16-bit PNGs; c is 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)."""
-    try:
-        if png_bit_depth(path) == 16:
-            with open(path, "rb") as f:
-                return in_session(lambda data: tf.io.decode_png(data, dtype=tf.uint16), f.read())
-        with Image.open(path) as image:
-            if image.mode not in ("L", "LA", "RGB", "RGBA"):
-                transparent = "A" in image.mode or "transparency" in image.info
-                image = image.convert("RGBA" if transparent else "RGB")
-            pixels = np.asarray(image)
-    except (OSError, SyntaxError, ValueError, tf.errors.OpError) as e:
-        raise CLIError(f"cannot read image {path}: {str(e).splitlines()[0]}") from None
-    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+    """[h, w, c] uint8, or uint16 for 16-bit PNGs, upright; c is 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)."""
+    return data.read_image(path, full_depth=True)
 
 
 def input_files(inputs):

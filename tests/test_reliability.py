@@ -11,10 +11,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageOps
 
+import infer
 import train as train_module
+import data
 from conftest import ROOT, assert_one_error_line
+from test_data import write_png16
 from test_train import TINY, checkpoint_state, train
 
 FAST = [*TINY, "--content-loss", "mse"]  # no VGG16: these tests are about the loop, not the loss
@@ -340,3 +343,58 @@ def test_a_run_directory_in_use_stops_a_second_training_until_the_first_dies(tmp
     again = train("--runs-dir", str(tmp_path), "--name", "r", "--resume", "--pretrain-iters", str(step + 1), "--pretrain-only")
     assert again.returncode == 0, again.stderr[-2000:]
     assert checkpoint_state(run_dir) == (step + 1, 1)
+
+
+def with_orientation(image, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # EXIF Orientation, as phones write it instead of turning the pixels
+    return dict(exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("kind", ["jpg", "png", "16-bit grey png"])
+def test_images_are_read_upright_by_training_evaluation_and_inference(tmp_path, orientation, kind):
+    """Stored 48 wide and 32 high; what viewers show (PIL's exif_transpose) is what every reader returns."""
+    stored = np.random.default_rng(orientation).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    image = Image.fromarray(stored) if kind != "16-bit grey png" else Image.fromarray(stored[:, :, 0].astype(np.uint16) * 257)
+    path = tmp_path / f"photo.{kind[-3:]}"
+    image.save(path, **with_orientation(image, orientation), **({"quality": 95} if kind == "jpg" else {}))
+    with Image.open(path) as opened:
+        upright = ImageOps.exif_transpose(opened)
+        expected = np.asarray(upright if kind == "16-bit grey png" else upright.convert("RGB"))
+    expected = expected[:, :, None] if expected.ndim == 2 else expected
+    np.testing.assert_array_equal(infer.read_image(str(path)), expected)
+    as_8_bit_rgb = np.repeat(expected >> 8, 3, axis=2).astype(np.uint8) if kind == "16-bit grey png" else expected
+    np.testing.assert_array_equal(data.load_image(str(path)), as_8_bit_rgb)
+
+
+def test_inference_writes_a_phone_photo_upright_and_refuses_a_16_bit_tiff(tiny_run, tmp_path):
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    photo.save(tmp_path / "phone.jpg", quality=95, **with_orientation(photo, 6))  # viewers show it 32 wide, 48 high
+    result = cli("infer.py", "--checkpoint", tiny_run, tmp_path / "phone.jpg", "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Image.open(tmp_path / "out" / "phone_x4.png").size == (128, 192)
+    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(tmp_path / "scan.tif")
+    result = cli("infer.py", "--checkpoint", tiny_run, tmp_path / "scan.tif", "-o", tmp_path / "out")
+    errors = error_lines(result)
+    assert len(errors) == 1 and "scan.tif" in errors[0] and "not a JPEG, PNG or BMP" in errors[0], result.stderr[-2000:]
+    assert not (tmp_path / "out" / "scan_x4.png").exists()
+
+
+def test_training_evaluation_and_inference_see_the_same_pixels(tmp_path):
+    """load_image (training, evaluation) is infer.read_image brought to 8-bit RGB, for every kind of file."""
+    rng = np.random.default_rng(1)
+    rgb16 = rng.integers(0, 65536, (12, 10, 3)).astype(np.uint16)
+    write_png16(str(tmp_path / "rgb16.png"), rgb16)
+    Image.fromarray(rng.integers(0, 65536, (12, 10)).astype(np.uint16)).save(tmp_path / "grey16.png")
+    Image.fromarray(rng.integers(0, 256, (12, 10, 4), dtype=np.uint8)).save(tmp_path / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (12, 10, 2), dtype=np.uint8), "LA").save(tmp_path / "la.png")
+    Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(rng.integers(0, 256, (12, 10, 4), dtype=np.uint8), "CMYK").save(tmp_path / "cmyk.jpg")
+    for path in sorted(map(str, tmp_path.iterdir())):
+        pixels = infer.read_image(path)
+        if pixels.dtype == np.uint16:
+            pixels = (pixels >> 8).astype(np.uint8)
+        rgb = pixels[:, :, :3] if pixels.shape[2] >= 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
+        np.testing.assert_array_equal(data.load_image(path), rgb, err_msg=path)
+    np.testing.assert_array_equal(infer.read_image(str(tmp_path / "rgb16.png")), rgb16)
