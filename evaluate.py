@@ -93,6 +93,7 @@ def build_parser():
 def main(argv=None):
     tflib.init_tf()
     args = build_parser().parse_args(argv)
+    utils.stop_on_signals()
     try:
         for folder in args.data:
             data.list_images("folder", folder)  # fail on a bad folder before the slow part
@@ -116,6 +117,8 @@ def main(argv=None):
     except (CLIError, data.DataError, vgg16.WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except utils.Stopped as e:
+        return utils.report_stop(e)
     return 0
 
 

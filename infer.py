@@ -12,6 +12,7 @@ unless --overwrite.
 import argparse
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -91,15 +92,19 @@ def export(path, out_dir):
     if os.path.exists(out_dir):
         raise CLIError(f"{out_dir} already exists; choose another --export directory")
     tmp = os.path.join(os.path.dirname(os.path.abspath(out_dir)), f".tmp-export-{os.getpid()}")
-    with tf.Graph().as_default(), tf1.Session() as sess:
-        _, signatures = restore_generator(sess, path)
-        builder = tf1.saved_model.Builder(tmp)
-        builder.add_meta_graph_and_variables(
-            sess, SERVE, strip_default_attrs=True,
-            signature_def_map={name: tf1.saved_model.predict_signature_def({"lr": lr}, {"sr": sr})
-                               for name, (lr, sr) in signatures.items()})
-        builder.save()
-    os.replace(tmp, out_dir)
+    try:
+        with tf.Graph().as_default(), tf1.Session() as sess:
+            _, signatures = restore_generator(sess, path)
+            builder = tf1.saved_model.Builder(tmp)
+            builder.add_meta_graph_and_variables(
+                sess, SERVE, strip_default_attrs=True,
+                signature_def_map={name: tf1.saved_model.predict_signature_def({"lr": lr}, {"sr": sr})
+                                   for name, (lr, sr) in signatures.items()})
+            builder.save()
+        os.replace(tmp, out_dir)
+    except BaseException:  # a failure or a signal: no half-written export left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 class Upscaler:
@@ -243,6 +248,7 @@ def check_args(args):
 def main(argv=None):
     tflib.init_tf()
     args = build_parser().parse_args(argv)
+    utils.stop_on_signals()
     try:
         check_args(args)
         files = input_files(args.inputs)
@@ -266,6 +272,8 @@ def main(argv=None):
     except (CLIError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except utils.Stopped as e:
+        return utils.report_stop(e)
     return 0
 
 

@@ -2,7 +2,9 @@
 import argparse
 import json
 import os
+import signal
 import struct
+import sys
 import tempfile
 import zlib
 
@@ -14,6 +16,33 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 class CLIError(Exception):
     """A problem with the user's input; str(e) is one line saying what is wrong."""
+
+
+class Stopped(Exception):
+    """A signal stopped the command; args[0] is its number."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_on_signals():
+    """Makes SIGINT, SIGTERM and SIGHUP raise Stopped wherever the command is, so that the cleanup on the
+    way out (write_atomic's) removes what was half written; further signals are ignored while it does."""
+    def stop(signum, frame):
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, stop)
+
+
+def report_stop(stopped):
+    """The one line a stopped command prints; returns its exit code, 128 + the signal's number."""
+    signum = stopped.args[0]
+    print(f"{signal.Signals(signum).name}: stopped; the outputs finished before are kept, nothing half-written is left",
+          file=sys.stderr)
+    return 128 + signum
 
 
 class ArgumentParser(argparse.ArgumentParser):

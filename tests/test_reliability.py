@@ -385,3 +385,38 @@ def test_training_evaluation_and_inference_see_the_same_pixels(tmp_path):
         rgb = pixels[:, :, :3] if pixels.shape[2] >= 3 else np.repeat(pixels[:, :, :1], 3, axis=2)
         np.testing.assert_array_equal(data.load_image(path), rgb, err_msg=path)
     np.testing.assert_array_equal(infer.read_image(str(tmp_path / "rgb16.png")), rgb16)
+
+
+# Pauses infer.py inside its PNG encoder, with the output's temporary file open and half written, and
+# says so by creating the file `paused` beside the -o folder.
+PAUSE_IN_WRITE = """
+import os, runpy, sys, time, zlib
+paused = os.path.join(os.path.dirname(os.path.abspath(sys.argv[sys.argv.index("-o") + 1])), "paused")
+compressobj = zlib.compressobj
+class Paused:
+    def __init__(self, *args):
+        self.inner = compressobj(*args)
+    def compress(self, data):
+        open(paused, "w").close()
+        time.sleep(600)
+    def flush(self):
+        return self.inner.flush()
+zlib.compressobj = Paused
+sys.argv[0] = "infer.py"
+runpy.run_path("infer.py", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_while_writing_leaves_no_partial_file_and_one_line(tiny_run, tmp_path, signum):
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    out = tmp_path / "out"
+    process = start("--checkpoint", str(tiny_run), str(tmp_path / "in.png"), "-o", str(out), code=PAUSE_IN_WRITE)
+    wait_for(lambda: (tmp_path / "paused").exists(), process)
+    assert os.listdir(out), "the output's temporary file should be there, half written"
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err[-2000:]
+    assert os.listdir(out) == []
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]
+    assert signal.Signals(signum).name in err
