@@ -95,9 +95,10 @@ def _open(path, max_pixels=MAX_PIXELS):
 
 
 def check_image(path, max_pixels=MAX_PIXELS):
-    """DataError unless `path` has a JPEG/PNG/BMP header within the pixel limit; cheap: decodes no pixels."""
-    with _open(path, max_pixels):
-        pass
+    """(width, height) from the header of `path`, DataError unless it is a JPEG/PNG/BMP header within the
+    pixel limit; cheap: decodes no pixels."""
+    with _open(path, max_pixels) as image:
+        return image.size
 
 
 def png_bit_depth(path):

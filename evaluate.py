@@ -14,6 +14,7 @@ of Set5 and Set14). The table goes to stdout and to eval-<step>.json / .md in th
 """
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -44,6 +45,18 @@ def set_name(folder):
     folder = os.path.normpath(folder)
     name = os.path.basename(folder)
     return os.path.basename(os.path.dirname(folder)) if name.upper() == "HR" else name
+
+
+def check_set(folder):
+    """DataError unless `folder` holds images, each big enough to score: cropped to a multiple of SCALE,
+    with SCALE pixels shaved from each border, it must still hold SSIM's window (else SSIM is undefined)."""
+    least = SCALE * math.ceil((2 * SCALE + metrics.SSIM_WINDOW) / SCALE)
+    for path in data.list_images("folder", folder):
+        width, height = data.check_image(path)
+        if min(width, height) < least:
+            raise data.DataError(f"image {path} is {width}x{height}: too small to evaluate, which needs at least "
+                                 f"{least} pixels a side ({SCALE} shaved from each border, SSIM's "
+                                 f"{metrics.SSIM_WINDOW}x{metrics.SSIM_WINDOW} window)")
 
 
 def evaluate_set(upscaler, vgg, folder, image_dir=None):
@@ -92,11 +105,14 @@ def build_parser():
 
 def main(argv=None):
     tflib.init_tf()
+    utils.printable_output()
     args = build_parser().parse_args(argv)
     utils.stop_on_signals()
     try:
-        for folder in args.data:
-            data.list_images("folder", folder)  # fail on a bad folder before the slow part
+        for folder in args.data:  # fail on a bad folder, image or --out-dir before the slow part
+            check_set(folder)
+        if args.out_dir:
+            utils.check_folder(args.out_dir, "--out-dir")
         upscaler = infer.Upscaler(args.checkpoint)
         vgg = vgg16.Distance(vgg16.resolve_weights(args.vgg_weights), VGG_RESCALE)
         checkpoint = upscaler.checkpoint.rstrip("/")

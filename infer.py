@@ -54,7 +54,7 @@ def check_architecture(checkpoint, variables, blocks):
     try:
         stored = dict(tf.train.list_variables(checkpoint))
     except (tf.errors.OpError, ValueError) as e:
-        raise CLIError(f"cannot read checkpoint {checkpoint}: {str(e).splitlines()[0]}") from None
+        raise CLIError(f"cannot read checkpoint {checkpoint}: {utils.first_line(e)}") from None
     stored_blocks = len({name.split("/")[1] for name in stored if name.startswith("generator/res")})
     if stored_blocks != blocks:
         raise CLIError(f"{checkpoint} has a generator with {stored_blocks} residual blocks, its config.json says {blocks}")
@@ -83,7 +83,7 @@ def restore_generator(sess, path):
     try:
         tf1.train.Saver(variables).restore(sess, checkpoint)
     except tf.errors.OpError as e:
-        raise CLIError(f"cannot restore {checkpoint}: {e.message.splitlines()[0]}") from None
+        raise CLIError(f"cannot restore {checkpoint}: {utils.first_line(e)}") from None
     return checkpoint, signatures
 
 
@@ -119,7 +119,7 @@ class Upscaler:
                 try:
                     meta = tf1.saved_model.loader.load(self.sess, SERVE, path)
                 except (tf.errors.OpError, RuntimeError, OSError) as e:
-                    raise CLIError(f"cannot load the SavedModel {path}: {str(e).splitlines()[0]}") from None
+                    raise CLIError(f"cannot load the SavedModel {path}: {utils.first_line(e)}") from None
                 signature = meta.signature_def[FLOAT_SIGNATURE]
                 self.lr_input = self.graph.get_tensor_by_name(signature.inputs["lr"].name)
                 self.sr_output = self.graph.get_tensor_by_name(signature.outputs["sr"].name)
@@ -243,10 +243,15 @@ def check_args(args):
         raise CLIError("say where the outputs go with -o OUTDIR")
     if args.tile < 0 or (args.tile and not 0 <= 2 * args.overlap < args.tile):
         raise CLIError("--tile must be 0 (no tiling) or more than twice --overlap, which must not be negative")
+    if args.out_dir:
+        utils.check_folder(args.out_dir, "-o")
+    if args.export:
+        utils.check_folder(os.path.dirname(os.path.abspath(args.export)), "--export")
 
 
 def main(argv=None):
     tflib.init_tf()
+    utils.printable_output()
     args = build_parser().parse_args(argv)
     utils.stop_on_signals()
     try:

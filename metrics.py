@@ -65,9 +65,12 @@ def psnr(a, b, peak=255.0):
     return float("inf") if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
 
 
+SSIM_WINDOW = 11  # pixels a side: images smaller than that after shaving have no SSIM
+
+
 def ssim(a, b, peak=255.0):
     """Mean SSIM of two grayscale images (Wang et al. 2004's ssim_index.m: 11x11 Gaussian, sigma 1.5, valid)."""
-    g = np.exp(-(np.arange(11) - 5) ** 2 / (2 * 1.5 ** 2))
+    g = np.exp(-(np.arange(SSIM_WINDOW) - SSIM_WINDOW // 2) ** 2 / (2 * 1.5 ** 2))
     window = np.outer(g, g) / np.outer(g, g).sum()
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
 

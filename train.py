@@ -256,7 +256,7 @@ def checkpoint_step(checkpoint):
     try:
         return int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
     except (tf.errors.OpError, ValueError) as e:
-        raise ConfigError(f"cannot read {checkpoint}: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"cannot read {checkpoint}: {utils.first_line(e)}") from None
 
 
 def lock_run(run_dir):
@@ -365,7 +365,7 @@ class Trainer:
             self.saver.restore(self.sess, checkpoint)
         except tf.errors.OpError as e:
             raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size or "
-                              f"--content-loss?): {e.message.splitlines()[0]}") from None
+                              f"--content-loss?): {utils.first_line(e)}") from None
         self.saver.recover_last_checkpoints(kept)
         for damaged, why in self.damaged.items():
             print(f"warning: {damaged} is damaged ({why})", file=sys.stderr)
@@ -404,8 +404,7 @@ class Trainer:
             if tf1.train.latest_checkpoint(self.run_dir) != prefix:  # else only the .meta failed: keep it
                 for path in glob.glob(prefix + ".*") + glob.glob(prefix + "_temp*"):
                     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-            reason = (getattr(e, "message", None) or str(e)).splitlines()[0]
-            raise TrainingError(f"cannot save the checkpoint of step {step} ({reason}); the last good one is "
+            raise TrainingError(f"cannot save the checkpoint of step {step} ({utils.first_line(e)}); the last good one is "
                                 f"{self.last_checkpoint()}: free some space, then --resume") from None
 
     def save_samples(self, tag):
@@ -556,6 +555,7 @@ def plot_run(run_dir):
 
 def main(argv=None):
     tflib.init_tf()
+    utils.printable_output()
     plot = getattr(build_parser().parse_args(argv), "plot", None)
     if plot:
         return plot_run(plot)

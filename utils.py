@@ -37,6 +37,23 @@ def stop_on_signals():
         signal.signal(s, stop)
 
 
+def printable_output():
+    """Makes stdout and stderr escape what their encoding cannot hold (a file name that is not valid UTF-8,
+    say) instead of raising UnicodeEncodeError in the middle of a command."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
+def check_folder(path, flag):
+    """CLIError unless `path` is a folder or could be made one: a file there, or above it, is not replaced."""
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise CLIError(f"{flag} {path}: {parent} is a file, not a folder")
+
+
 def report_stop(stopped):
     """The one line a stopped command prints; returns its exit code, 128 + the signal's number."""
     signum = stopped.args[0]

@@ -292,6 +292,7 @@ class Distance:
 
 def main(argv=None):
     tflib.init_tf()
+    utils.printable_output()
     parser = utils.ArgumentParser(description="Make or check the ImageNet VGG16 weights for the perceptual loss.")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--fetch", action="store_true",

@@ -4,9 +4,11 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -16,8 +18,9 @@ from PIL import Image, ImageOps
 import data
 import infer
 import train as train_module
+import utils
 from conftest import ROOT, assert_one_error_line
-from test_data import write_png16
+from test_data import png_chunk, write_png16
 from test_infer import cli
 from test_train import TINY, checkpoint_state, train
 
@@ -420,3 +423,95 @@ def test_a_signal_while_writing_leaves_no_partial_file_and_one_line(tiny_run, tm
     assert os.listdir(out) == []
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]
     assert signal.Signals(signum).name in err
+
+
+def png_claiming(width, height, depth=8, colour=2):
+    """A PNG whose header claims width x height pixels and whose image data is junk."""
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    return (utils.PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\x01\x02" * 40))
+            + png_chunk(b"IEND", b""))
+
+
+def write_rgb(path, size):
+    Image.fromarray(np.random.default_rng(size[0]).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+
+
+INFER_ONE_LINERS = {  # case: words the one error line must hold
+    "decompression bomb": "decompression bomb",
+    "-o names a file": "is a file",
+    "--export under a file": "is a file",
+    "a 16-bit PNG TensorFlow cannot decode": "cannot read image",
+}
+
+
+@pytest.mark.parametrize("case, words", INFER_ONE_LINERS.items(), ids=list(INFER_ONE_LINERS))
+def test_infer_bad_situations_are_one_line(tiny_run, tmp_path, case, words):
+    good, file = tmp_path / "good.png", tmp_path / "file"
+    write_rgb(good, (8, 8))
+    file.write_text("a user's file\n")
+    if case == "decompression bomb":
+        (tmp_path / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+        args = [tmp_path / "bomb.png", "-o", tmp_path / "out"]
+    elif case == "-o names a file":
+        args = [good, "-o", file]
+    elif case == "--export under a file":
+        args = ["--export", file / "model"]
+    else:
+        (tmp_path / "broken16.png").write_bytes(png_claiming(8, 8, depth=16))
+        args = [tmp_path / "broken16.png", "-o", tmp_path / "out"]
+    before = sorted(os.listdir(tmp_path))
+    error = assert_one_error_line(cli("infer.py", "--checkpoint", tiny_run, *args), words)
+    assert "Graph execution error" not in error
+    assert sorted(os.listdir(tmp_path)) == before and file.read_text() == "a user's file\n"
+
+
+@pytest.mark.parametrize("side", [6, 8, 16, 19])
+def test_evaluate_refuses_images_too_small_to_score_before_the_work(tiny_run, tmp_path, side):
+    (tmp_path / "set").mkdir()
+    write_rgb(tmp_path / "set" / "big.png", (40, 40))
+    write_rgb(tmp_path / "set" / "tiny.png", (side, 40))
+    result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", tmp_path / "set", "--out-dir", tmp_path / "eval")
+    assert "tiny.png" in assert_one_error_line(result, "too small")
+    assert not (tmp_path / "eval").exists()
+
+
+def test_evaluate_refuses_an_out_dir_that_is_a_file_before_the_work(tiny_run, tmp_path, monkeypatch):
+    (tmp_path / "set").mkdir()
+    write_rgb(tmp_path / "set" / "a.png", (40, 40))
+    (tmp_path / "file").write_text("a user's file\n")
+    result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", tmp_path / "set", "--out-dir", tmp_path / "file",
+                 "--vgg-weights", tmp_path / "absent.npz")  # the weights are checked after the out dir
+    assert "is a file" in assert_one_error_line(result, str(tmp_path / "file"))
+    assert (tmp_path / "file").read_text() == "a user's file\n"
+
+
+def test_file_names_that_are_not_utf_8_are_printed_safely(tiny_run, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        write_rgb(folder / f"{i}.png", (40, 40))
+    bad_name = os.fsdecode(b"caf\xe9.png")  # Latin-1, as an old camera or a Windows share may write it
+    (folder / bad_name).write_bytes(b"not an image")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # strict, as in en_US.UTF-8 (Python escapes in C.UTF-8)
+    training = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *FAST, "--dataset", "folder",
+                               "--data-dir", str(folder), "--runs-dir", str(tmp_path), "--name", "u", "--pretrain-iters",
+                               "1", "--pretrain-only", "--max-bad-fraction", "0.5"],
+                              cwd=ROOT, capture_output=True, text=True, errors="replace", env=env, timeout=600)
+    assert training.returncode == 0 and "Traceback" not in training.stderr, training.stderr[-2000:]
+    assert "left out 1 unreadable" in training.stdout and "caf" in training.stdout
+    os.remove(folder / bad_name)
+    os.rename(folder / "0.png", folder / os.fsdecode(b"caf\xe9.png"))
+    inference = subprocess.run([sys.executable, os.path.join(ROOT, "infer.py"), "--checkpoint", str(tiny_run),
+                                str(folder), "-o", str(tmp_path / "out")],
+                               cwd=ROOT, capture_output=True, text=True, errors="replace", env=env, timeout=600)
+    assert inference.returncode == 0 and "Traceback" not in inference.stderr, inference.stderr[-2000:]
+    assert len(os.listdir(tmp_path / "out")) == 3
+
+
+def test_tensorflow_errors_are_reported_by_their_reason():
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        with pytest.raises(tf.errors.OpError) as e:
+            sess.run(tf.io.decode_png(tf.constant(png_claiming(8, 8, depth=16)), dtype=tf.uint16))
+    assert e.value.message.startswith("Graph execution error:")  # what the commands used to print
+    reason = utils.first_line(e.value)
+    assert reason and "Graph execution error" not in reason and reason in e.value.message
