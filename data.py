@@ -38,7 +38,7 @@ _LAYOUTS = {
              "download Stanford Dogs from http://vision.stanford.edu/aditya86/ImageNetDogs/"),
     "celeba": ("CelebA", ("img_align_celeba/*",), "img_align_celeba/*.jpg",
                "download the Align&Cropped CelebA images from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"),
-    "folder": ("JPEG/PNG/BMP", ("**/*",), "**/*.{jpg,jpeg,png,bmp}", "put your own images there"),
+    "folder": ("JPEG/PNG/BMP", None, "**/*.{jpg,jpeg,png,bmp}", "put your own images there"),  # see _walk
     "sample": ("scikit-image sample", SAMPLE_IMAGES, "astronaut.png, chelsea.png, ... (colour photos)",
                "install scikit-image, which ships them"),
 }
@@ -56,14 +56,28 @@ def sample_dir():
     return os.path.join(os.path.dirname(spec.origin), "data") if spec else "<scikit-image>/data"
 
 
+def _walk(root):
+    """The files in the tree under `root`, following symbolic links but entering each real folder once: a
+    link back up the tree would otherwise be walked until the kernel's limit, listing every file 40 times."""
+    seen = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        if os.path.realpath(folder) in seen:
+            subfolders.clear()
+            continue
+        seen.add(os.path.realpath(folder))
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        yield from (os.path.join(folder, name) for name in files if not name.startswith("."))
+
+
 def list_images(dataset, data_dir=None):
     """Sorted absolute paths of the images of `dataset` laid out as DATASETS describes, else DataError."""
     if dataset not in _LAYOUTS:
         raise DataError(f"unknown dataset {dataset!r}: choose one of {', '.join(_LAYOUTS)}")
     what, patterns, layout, source = _LAYOUTS[dataset]
     root = sample_dir() if dataset == "sample" else (data_dir or os.path.join("data", dataset))
-    # glob skips hidden files and directories; "**" only recurses for the folder layout
-    found = [os.path.join(root, rel) for pattern in patterns for rel in glob.glob(pattern, root_dir=root, recursive=True)]
+    # glob and _walk skip hidden files and directories
+    found = _walk(root) if patterns is None else [
+        os.path.join(root, rel) for pattern in patterns for rel in glob.glob(pattern, root_dir=root)]
     paths = sorted(os.path.abspath(p) for p in found if p.lower().endswith(IMAGE_EXTS) and os.path.isfile(p))
     if not paths:
         if os.path.isdir(root) and not os.access(root, os.R_OK | os.X_OK):

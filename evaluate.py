@@ -47,35 +47,48 @@ def set_name(folder):
     return os.path.basename(os.path.dirname(folder)) if name.upper() == "HR" else name
 
 
+def row_names(folders):
+    """{row name: folder}: set_name, with -2, -3, ... added when folders share it, so their rows stay apart."""
+    names = {}
+    for folder in folders:
+        name, count = set_name(folder), 1
+        while name in names:
+            count += 1
+            name = f"{set_name(folder)}-{count}"
+        names[name] = folder
+    return names
+
+
 def check_set(folder):
-    """DataError unless `folder` holds images, each big enough to score: cropped to a multiple of SCALE,
-    with SCALE pixels shaved from each border, it must still hold SSIM's window (else SSIM is undefined)."""
+    """The images of `folder`, else DataError: none, or one too small to score (cropped to a multiple of
+    SCALE, with SCALE pixels shaved from each border, it must still hold SSIM's window)."""
     least = SCALE * math.ceil((2 * SCALE + metrics.SSIM_WINDOW) / SCALE)
-    for path in data.list_images("folder", folder):
+    paths = data.list_images("folder", folder)
+    for path in paths:
         width, height = data.check_image(path)
         if min(width, height) < least:
             raise data.DataError(f"image {path} is {width}x{height}: too small to evaluate, which needs at least "
                                  f"{least} pixels a side ({SCALE} shaved from each border, SSIM's "
                                  f"{metrics.SSIM_WINDOW}x{metrics.SSIM_WINDOW} window)")
+    return paths
 
 
-def evaluate_set(upscaler, vgg, folder, image_dir=None):
-    """{"bicubic"|"model": {"psnr", "ssim", "vgg", "niqe"}, "hr": {"niqe"}, "images": count}, scores
-    averaged over the images of `folder`. A progress bar on stderr counts them."""
+def evaluate_set(upscaler, vgg, name, paths, saved=None):
+    """{"bicubic"|"model": {"psnr", "ssim", "vgg", "niqe"}, "hr": {"niqe"}, "images": count}, scores averaged
+    over the images at `paths`, the set `name`, a progress bar on stderr counting them; with `saved` ({path:
+    where its SR goes, ending in _sr.png}) the SR images and comparison strips are written."""
     scores = {column: [] for column in COLUMNS}
     hr_niqe = []
-    paths = data.list_images("folder", folder)
-    for path in tqdm(paths, desc=set_name(folder), unit="image", dynamic_ncols=True):
+    for path in tqdm(paths, desc=name, unit="image", dynamic_ncols=True):
         hr, lr = metrics.bicubic_pair(data.load_image(path), SCALE)
         bicubic = metrics.imresize(lr, SCALE)
         sr = upscaler.upscale(lr)
         for column, image in zip(COLUMNS, (bicubic, sr)):
             scores[column].append((*metrics.sr_metrics(image, hr, SCALE), vgg(image, hr), niqe.sr_niqe(image, SCALE)))
         hr_niqe.append(niqe.sr_niqe(hr, SCALE))
-        if image_dir:
-            stem = os.path.splitext(os.path.basename(path))[0]
-            utils.write_png(os.path.join(image_dir, f"{stem}_sr.png"), sr)
-            utils.save_comparison(os.path.join(image_dir, f"{stem}_strip.png"), lr, bicubic, sr, hr)
+        if saved:
+            utils.write_png(saved[path], sr)
+            utils.save_comparison(saved[path].removesuffix("_sr.png") + "_strip.png", lr, bicubic, sr, hr)
     means = {column: {metric: metrics.average(values) for metric, values in zip(METRICS, zip(*rows))} for column, rows in scores.items()}
     return dict(means, hr={"niqe": metrics.average(hr_niqe)}, images=len(paths))
 
@@ -88,7 +101,7 @@ def markdown(results, title):
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
         ours = [f"{r[c]['psnr']:.2f} / {r[c]['ssim']:.4f} / {r[c]['vgg']:.4f} / {r[c]['niqe']:.2f}" for c in COLUMNS]
-        paper = [f"{p:.2f} / {s:.4f}" for p, s in PAPER.get(name, {}).values()] or ["-"] * 3
+        paper = [f"{p:.2f} / {s:.4f}" for p, s in PAPER.get(set_name(r["folder"]), {}).values()] or ["-"] * 3
         lines.append(f"| {name} | {r['images']} | {' | '.join(ours)} | {r['hr']['niqe']:.2f} | {' | '.join(paper)} |")
     return "\n".join(lines) + "\n"
 
@@ -109,8 +122,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     utils.stop_on_signals()
     try:
-        for folder in args.data:  # fail on a bad folder, image or --out-dir before the slow part
-            check_set(folder)
+        sets = {name: (folder, check_set(folder)) for name, folder in row_names(args.data).items()}  # before the slow part
         if args.out_dir:
             utils.check_folder(args.out_dir, "--out-dir")
         upscaler = infer.Upscaler(args.checkpoint)
@@ -118,11 +130,10 @@ def main(argv=None):
         checkpoint = upscaler.checkpoint.rstrip("/")
         out_dir = args.out_dir or (checkpoint if upscaler.saved_model else os.path.dirname(checkpoint))
         tag = f"eval-{os.path.basename(checkpoint).replace('model.ckpt-', '')}"
-        results = {}
-        for folder in args.data:
-            name = set_name(folder)
-            image_dir = os.path.join(out_dir, tag, name) if args.save_images else None
-            results[name] = evaluate_set(upscaler, vgg, folder, image_dir)
+        saved = {name: utils.output_paths([(folder, p) for p in paths], os.path.join(out_dir, tag, name), "_sr.png")
+                 for name, (folder, paths) in sets.items()} if args.save_images else {}
+        results = {name: dict(evaluate_set(upscaler, vgg, name, paths, saved.get(name)), folder=folder)
+                   for name, (folder, paths) in sets.items()}
         table = markdown(results, f"x{SCALE} evaluation of {checkpoint}")
         print(table)
         os.makedirs(out_dir, exist_ok=True)

@@ -210,13 +210,14 @@ def read_image(path):
 
 
 def input_files(inputs):
-    """The image files named, or found under the folders named, else CLIError."""
+    """(folder, image file) of the files named, each in its own folder, and of those found under the folders
+    named, else CLIError."""
     files = []
     for path in inputs:
         if os.path.isdir(path):
-            files += data.list_images("folder", path)
+            files += [(path, found) for found in data.list_images("folder", path)]
         elif os.path.isfile(path):
-            files.append(path)
+            files.append((os.path.dirname(path), path))
         else:
             raise CLIError(f"no such file or folder: {path}")
     return files
@@ -256,18 +257,17 @@ def main(argv=None):
     utils.stop_on_signals()
     try:
         check_args(args)
-        files = input_files(args.inputs)
+        outputs = utils.output_paths(input_files(args.inputs), args.out_dir or "", "_x4.png")
         if args.export:
             if os.path.isfile(os.path.join(args.checkpoint, "saved_model.pb")):
                 raise CLIError(f"{args.checkpoint} is already a SavedModel")
             export(args.checkpoint, args.export)
             print(f"exported the generator to {args.export}")
-        if not files:
+        if not outputs:
             return 0
         upscaler = Upscaler(args.checkpoint)
         try:
-            for path in files:
-                out = os.path.join(args.out_dir, os.path.splitext(os.path.basename(path))[0] + "_x4.png")
+            for path, out in outputs.items():
                 if os.path.exists(out) and not args.overwrite:
                     raise CLIError(f"{out} already exists; pass --overwrite to replace it")
                 utils.write_png(out, upscaler.upscale(read_image(path), args.tile, args.overlap))

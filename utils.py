@@ -54,6 +54,24 @@ def check_folder(path, flag):
         raise CLIError(f"{flag} {path}: {parent} is a file, not a folder")
 
 
+def output_paths(sources, out_dir, suffix):
+    """{input: out_dir/<its subfolder>/<its name without extension><suffix>} for (folder, input) pairs, an
+    input found under `folder` keeping the subfolder it is in; CLIError, before anything is written, when
+    two inputs would share an output or an output would replace one of the inputs."""
+    outputs, taken = {}, {}
+    inputs = {os.path.realpath(path) for _, path in sources}
+    for folder, path in sources:
+        subfolder = os.path.relpath(os.path.dirname(os.path.abspath(path)), os.path.abspath(folder))
+        out = os.path.normpath(os.path.join(out_dir, subfolder, os.path.splitext(os.path.basename(path))[0] + suffix))
+        if out in taken:
+            raise CLIError(f"{taken[out]} and {path} would both be written to {out}: rename one of them, "
+                           "or give them separate output folders")
+        if os.path.realpath(out) in inputs:
+            raise CLIError(f"{out} is one of the inputs, which an output never replaces: choose another output folder")
+        outputs[path], taken[out] = out, path
+    return outputs
+
+
 def report_stop(stopped):
     """The one line a stopped command prints; returns its exit code, 128 + the signal's number."""
     signum = stopped.args[0]

@@ -1,5 +1,6 @@
 """Interrupted runs, killed saves, NaNs, full disks and long runs lose nothing (issue 5)."""
 import glob
+import json
 import os
 import re
 import shutil
@@ -515,3 +516,53 @@ def test_tensorflow_errors_are_reported_by_their_reason():
     assert e.value.message.startswith("Graph execution error:")  # what the commands used to print
     reason = utils.first_line(e.value)
     assert reason and "Graph execution error" not in reason and reason in e.value.message
+
+
+def test_inputs_with_the_same_name_never_replace_each_other(tiny_run, tmp_path):
+    for folder in ("a", "b", "tree/x", "tree/y"):
+        (tmp_path / folder).mkdir(parents=True)
+    write_rgb(tmp_path / "a" / "photo.png", (8, 8))
+    write_rgb(tmp_path / "b" / "photo.png", (12, 8))
+    write_rgb(tmp_path / "tree" / "x" / "photo.png", (8, 8))
+    write_rgb(tmp_path / "tree" / "y" / "photo.png", (12, 8))
+    # files named on the command line: one clear error before any output
+    for flags in ([], ["--overwrite"]):
+        result = cli("infer.py", "--checkpoint", tiny_run, tmp_path / "a" / "photo.png", tmp_path / "b" / "photo.png",
+                     "-o", tmp_path / "out", *flags)
+        assert "photo_x4.png" in assert_one_error_line(result, "would both be written to")
+        assert not (tmp_path / "out").exists()
+    # a folder tree: each output keeps its subfolder
+    result = cli("infer.py", "--checkpoint", tiny_run, tmp_path / "tree", "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Image.open(tmp_path / "out" / "x" / "photo_x4.png").size == (32, 32)
+    assert Image.open(tmp_path / "out" / "y" / "photo_x4.png").size == (32, 48)
+
+
+def test_an_output_never_replaces_an_input(tiny_run, tmp_path):
+    write_rgb(tmp_path / "photo.png", (8, 8))
+    write_rgb(tmp_path / "photo_x4.png", (8, 8))  # the user's own file, which is an input too
+    users = (tmp_path / "photo_x4.png").read_bytes()
+    result = cli("infer.py", "--checkpoint", tiny_run, tmp_path, "-o", tmp_path, "--overwrite")
+    assert "photo_x4.png" in assert_one_error_line(result, "is one of the inputs")
+    assert (tmp_path / "photo_x4.png").read_bytes() == users and sorted(os.listdir(tmp_path)) == ["photo.png", "photo_x4.png"]
+
+
+def test_evaluate_keeps_sets_with_the_same_name_apart(tiny_run, tmp_path, vgg_weights):
+    for folder, size in (("one/Set5/HR", (40, 40)), ("two/Set5/HR", (44, 48))):
+        (tmp_path / folder).mkdir(parents=True)
+        write_rgb(tmp_path / folder / "bird.png", size)
+    result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", tmp_path / "one/Set5/HR", tmp_path / "two/Set5/HR",
+                 "--out-dir", tmp_path / "eval", "--save-images")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary, = glob.glob(str(tmp_path / "eval" / "eval-*.json"))
+    sets = json.load(open(summary))["sets"]
+    assert len(sets) == 2 and all(s["images"] == 1 for s in sets.values())
+    saved = glob.glob(str(tmp_path / "eval" / "eval-*" / "*" / "bird_sr.png"))
+    assert sorted(Image.open(p).size for p in saved) == [(40, 40), (48, 44)]  # both birds, (width, height)
+
+
+def test_a_symbolic_link_loop_is_walked_once(tmp_path):
+    (tmp_path / "a").mkdir()
+    write_rgb(tmp_path / "a" / "x.png", (8, 8))
+    os.symlink(tmp_path, tmp_path / "a" / "loop")  # back up to the top
+    assert [os.path.basename(p) for p in data.list_images("folder", str(tmp_path))] == ["x.png"]
