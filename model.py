@@ -230,6 +230,7 @@ class SRGANConfig:
     cosine_iters: int | None = None   # pre-training rate down to 0 along a half cosine by this step
     precision: str = "fp32"           # one of PRECISIONS
     fused_gan_step: bool = False      # also build gan_train_op: D and G updated from one forward pass
+    d_lr: float | None = None         # D's rate in the GAN phase, on G's schedule (None: learning_rate)
 
     def __post_init__(self):
         if self.content_loss not in CONTENT_LOSSES:
@@ -300,8 +301,12 @@ class SRGAN:
         an alternating run does without its memory and its clutter in TensorBoard's graph."""
         with tf1.name_scope("optimizers"):
             self.learning_rate = learning_rate(self.config, self.global_step, self.phase)
-            pretrain_adam, d_adam, g_adam = (adam(self.config, self.learning_rate, name)
-                                             for name in ("pretrain_adam", "d_adam", "g_adam"))
+            self.d_learning_rate = self.learning_rate  # two time-scale update rule (TTUR) with d_lr
+            if self.config.d_lr:
+                self.d_learning_rate = tf.multiply(self.learning_rate, self.config.d_lr / self.config.learning_rate,
+                                                   name="d_learning_rate")
+            pretrain_adam, d_adam, g_adam = (adam(self.config, rate, name) for rate, name in (
+                (self.learning_rate, "pretrain_adam"), (self.d_learning_rate, "d_adam"), (self.learning_rate, "g_adam")))
             with tf1.name_scope("pretrain"), tf.control_dependencies(batch_norm_updates("generator")):
                 self.pretrain_op = pretrain_adam.apply_gradients(
                     gradients(pretrain_adam, self.mse_loss, "generator"), self.global_step)

@@ -40,6 +40,7 @@ DEFAULTS = dict(
     save_every=1000, sample_every=500, summary_every=10, image_every=100, seed=0,
     max_pixels=data.MAX_PIXELS, max_bad_fraction=0.05,
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
+    d_lr=None,  # the GAN phase's levers: off, the paper's setting
 )
 PRESETS = {
     "report": {},
@@ -125,6 +126,8 @@ def build_parser():
     p.add_argument("--warmup-iters", type=int, help="raise the pre-training's rate linearly over N steps (default 0)")
     p.add_argument("--pretrain-schedule", choices=PRETRAIN_SCHEDULES,
                    help="constant (default), or cosine: down to 0 along a half cosine by the end of the pre-training")
+    p.add_argument("--d-lr", type=float, help="the discriminator's rate in the GAN phase, on the generator's "
+                                               "schedule (TTUR; default: --lr)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
     p.add_argument("--pretrain-only", action="store_true", help="stop after the MSE pre-training")
@@ -178,8 +181,11 @@ def check_config(cfg):
     for key in ("pretrain_iters", "gan_iters", "warmup_iters", "val_every"):
         if cfg[key] < 0:
             raise ConfigError(f"--{key.replace('_', '-')} must not be negative")
-    if not cfg["learning_rate"] > 0 or not (cfg["pretrain_lr"] is None or cfg["pretrain_lr"] > 0) or not 0 <= cfg["beta1"] < 1:
-        raise ConfigError("--lr and --pretrain-lr must be positive and --beta1 in [0, 1)")
+    for key, flag in (("learning_rate", "--lr"), ("pretrain_lr", "--pretrain-lr"), ("d_lr", "--d-lr")):
+        if cfg[key] is not None and not cfg[key] > 0:
+            raise ConfigError(f"{flag} must be positive, not {cfg[key]}")
+    if not 0 <= cfg["beta1"] < 1:
+        raise ConfigError(f"--beta1 must be in [0, 1), not {cfg['beta1']}")
     if not 0 <= cfg["max_bad_fraction"] <= 1:
         raise ConfigError("--max-bad-fraction must be in [0, 1]")
     if cfg["keep_best"] and not cfg["val_every"]:
@@ -194,7 +200,7 @@ def model_config(cfg):
         lr_decay_step=cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None,
         pretrain_lr=cfg["pretrain_lr"], warmup_iters=cfg["warmup_iters"],
         cosine_iters=cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None,
-        precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused")
+        precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"])
 
 
 def check_free_space(run_dir, checkpoint_bytes, kept):

@@ -368,3 +368,25 @@ def test_convolution_on_blocks_equals_the_direct_convolution_and_its_gradients(k
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     for a, b in zip(got_grads, want_grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def first_step(built, op, scope, phase=1):
+    """The largest change of any weight of `scope` in a fresh session's first run of `op` in `phase`:
+    Adam's first step moves a weight by its rate times gradient / (|gradient| + epsilon), so about the rate."""
+    graph, model, init, _ = built
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        for _ in range(phase):
+            sess.run(model.next_phase)
+        before = values(sess, graph, scope)
+        sess.run(op, feed(model))
+        after = values(sess, graph, scope)
+    return max(np.abs(after[n] - before[n]).max() for n in before if "moving_" not in n)
+
+
+@pytest.mark.parametrize("d_lr", [None, 4e-4])
+def test_the_discriminator_steps_at_d_lr_and_the_generator_at_lr(d_lr):
+    built = build("mse", learning_rate=1e-4, d_lr=d_lr)
+    model = built[1]
+    assert first_step(built, model.d_train_op, "discriminator/") == pytest.approx(d_lr or 1e-4, rel=1e-3)
+    assert first_step(built, model.g_train_op, "generator/") == pytest.approx(1e-4, rel=1e-3)

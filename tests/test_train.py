@@ -99,6 +99,7 @@ def test_a_copy_of_a_pretrained_run_resumes_with_the_gan_phase(pretrained):
     (["--hr-size", "big"], "--hr-size: invalid int value"),
     (["--max-bad-fraction", "2"], "--max-bad-fraction"),
     (["--pretrain-lr", "0"], "--pretrain-lr must be positive"),
+    (["--d-lr", "0"], "--d-lr must be positive"),
     (["--runs-dir", "/dev/null/runs"], "Not a directory"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
