@@ -167,6 +167,13 @@ def discriminator_head(features, reuse=False):
         return dense(lrelu(dense(features, 1024, "dense0")), 1, "dense1")
 
 
+def gan_losses(logits_dx, logits_dg, logits_adv, real_label=1.0):
+    """(D's loss, G's adversarial loss) from D's logits for x and G(z), and G's own logits for G(z):
+    CE(real_label, D(x)) + CE(0, D(G(z))) and CE(1, D(G(z))). real_label < 1: one-sided label smoothing."""
+    d_loss = sigmoid_cross_entropy(real_label, logits_dx) + sigmoid_cross_entropy(0.0, logits_dg)
+    return d_loss, sigmoid_cross_entropy(1.0, logits_adv)
+
+
 # ----------------------------------------------------------------------------- the optimizers
 
 def learning_rate(config, global_step, phase):
@@ -231,6 +238,7 @@ class SRGANConfig:
     precision: str = "fp32"           # one of PRECISIONS
     fused_gan_step: bool = False      # also build gan_train_op: D and G updated from one forward pass
     d_lr: float | None = None         # D's rate in the GAN phase, on G's schedule (None: learning_rate)
+    real_label: float = 1.0           # the target of D(x) in D's loss (< 1: one-sided label smoothing)
 
     def __post_init__(self):
         if self.content_loss not in CONTENT_LOSSES:
@@ -275,15 +283,15 @@ class SRGAN:
                                          name="sr_output")
 
     def build_losses(self, logits_dx, logits_dg, logits_adv):
-        """d_loss = CE(1, D(x)) + CE(0, D(G(z))); g_loss = content + 1e-3 * CE(1, D(G(z))), the last
-        D(G(z)) from `logits_adv`, the same logits as `logits_dg` computed apart. The two VGG16 towers
-        are drawn beside the losses, as the two discriminator calls are."""
+        """d_loss and adv_loss (gan_losses), G's from `logits_adv`, the same logits as `logits_dg` computed
+        apart; g_loss = content + 1e-3 * adv_loss. The two VGG16 towers are drawn beside the losses, as the
+        two discriminator calls are."""
         if self.vgg is not None:
             layer = self.config.vgg_layer
             phi_hr, phi_sr = self.vgg(self.hr, layer, name="vgg_hr"), self.vgg(self.Gz, layer, name="vgg_sr")
         with tf1.name_scope("losses"):
-            self.d_loss = tf.add(sigmoid_cross_entropy(1.0, logits_dx), sigmoid_cross_entropy(0.0, logits_dg), name="d_loss")
-            self.adv_loss = tf.identity(sigmoid_cross_entropy(1.0, logits_adv), name="adv_loss")
+            d_loss, adv_loss = gan_losses(logits_dx, logits_dg, logits_adv, self.config.real_label)
+            self.d_loss, self.adv_loss = tf.identity(d_loss, name="d_loss"), tf.identity(adv_loss, name="adv_loss")
             self.mse_loss = tf.reduce_mean(tf.square(self.Gz - self.hr), name="mse_loss")
             terms = []
             if "mse" in self.config.content_loss:

@@ -40,7 +40,7 @@ DEFAULTS = dict(
     save_every=1000, sample_every=500, summary_every=10, image_every=100, seed=0,
     max_pixels=data.MAX_PIXELS, max_bad_fraction=0.05,
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
-    d_lr=None,  # the GAN phase's levers: off, the paper's setting
+    d_lr=None, real_label=1.0,  # the GAN phase's levers: off, the paper's setting
 )
 PRESETS = {
     "report": {},
@@ -128,6 +128,8 @@ def build_parser():
                    help="constant (default), or cosine: down to 0 along a half cosine by the end of the pre-training")
     p.add_argument("--d-lr", type=float, help="the discriminator's rate in the GAN phase, on the generator's "
                                                "schedule (TTUR; default: --lr)")
+    p.add_argument("--real-label", type=float, help="the target of D(x) in D's loss: below 1 for one-sided label "
+                                                    "smoothing, e.g. 0.9 (default 1)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
     p.add_argument("--pretrain-only", action="store_true", help="stop after the MSE pre-training")
@@ -186,6 +188,8 @@ def check_config(cfg):
             raise ConfigError(f"{flag} must be positive, not {cfg[key]}")
     if not 0 <= cfg["beta1"] < 1:
         raise ConfigError(f"--beta1 must be in [0, 1), not {cfg['beta1']}")
+    if not 0 < cfg["real_label"] <= 1:
+        raise ConfigError(f"--real-label must be in (0, 1], not {cfg['real_label']}")
     if not 0 <= cfg["max_bad_fraction"] <= 1:
         raise ConfigError("--max-bad-fraction must be in [0, 1]")
     if cfg["keep_best"] and not cfg["val_every"]:
@@ -200,7 +204,8 @@ def model_config(cfg):
         lr_decay_step=cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None,
         pretrain_lr=cfg["pretrain_lr"], warmup_iters=cfg["warmup_iters"],
         cosine_iters=cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None,
-        precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"])
+        precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"],
+        real_label=cfg["real_label"])
 
 
 def check_free_space(run_dir, checkpoint_bytes, kept):

@@ -390,3 +390,52 @@ def test_the_discriminator_steps_at_d_lr_and_the_generator_at_lr(d_lr):
     model = built[1]
     assert first_step(built, model.d_train_op, "discriminator/") == pytest.approx(d_lr or 1e-4, rel=1e-3)
     assert first_step(built, model.g_train_op, "generator/") == pytest.approx(1e-4, rel=1e-3)
+
+
+LOGITS_DX, LOGITS_DG = np.array([[2.0], [-1.0], [0.5]]), np.array([[-3.0], [0.2], [1.0]])
+LOGITS_ADV = LOGITS_DG + 0.25  # G's own call of the head, apart from D's: other values, to tell them apart
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def cross_entropy(label, logits):
+    return np.mean(-label * np.log(sigmoid(logits)) - (1 - label) * np.log(1 - sigmoid(logits)))
+
+
+def run_gan_losses(**kwargs):
+    """model.gan_losses of LOGITS_*: d_loss, adv_loss, and the gradients of each by the three logits (0 where none)."""
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        logits = [tf.constant(a, tf.float32) for a in (LOGITS_DX, LOGITS_DG, LOGITS_ADV)]
+        losses = model_module.gan_losses(*logits, **kwargs)
+        grads = [[tf.zeros_like(z) if g is None else g for g, z in zip(tf.gradients(loss, logits), logits)] for loss in losses]
+        return sess.run((*losses, grads))
+
+
+@pytest.mark.parametrize("real_label", [1.0, 0.9])
+def test_standard_gan_losses_train_d_toward_real_label(real_label):
+    d, adv, (d_grads, adv_grads) = run_gan_losses(real_label=real_label)
+    assert d == pytest.approx(cross_entropy(real_label, LOGITS_DX) + cross_entropy(0, LOGITS_DG), rel=1e-5)
+    assert adv == pytest.approx(cross_entropy(1, LOGITS_ADV), rel=1e-5)
+    # The gradient of a mean cross-entropy by a logit is (sigmoid(logit) - target) / n: zero at the target.
+    np.testing.assert_allclose(d_grads[0], (sigmoid(LOGITS_DX) - real_label) / 3, rtol=1e-5)
+    np.testing.assert_allclose(d_grads[1], sigmoid(LOGITS_DG) / 3, rtol=1e-5)
+    assert not adv_grads[0].any() and not adv_grads[1].any()
+
+
+def d_loss_of(dx, dg, **settings):
+    """gan_losses's d_loss for the logits of these D(x) and D(G(z))."""
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        logits = [tf.constant(np.log(p / (1 - p))) for p in (dx, dg, dg)]
+        return sess.run(model_module.gan_losses(*logits, **settings)[0])
+
+
+@pytest.mark.parametrize("settings", [{"real_label": 0.9}])
+def test_the_graphs_d_loss_is_gan_losses_of_its_logits_with_its_settings(settings):
+    graph, model, init, _ = build("mse", **settings)
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        d_loss, dx, dg = sess.run([model.d_loss, model.Dx, model.Dg], feed(model))
+    assert d_loss == pytest.approx(d_loss_of(dx, dg, **settings), rel=1e-4)
+    assert d_loss != pytest.approx(d_loss_of(dx, dg), rel=1e-3)  # the settings make a difference here

@@ -100,6 +100,7 @@ def test_a_copy_of_a_pretrained_run_resumes_with_the_gan_phase(pretrained):
     (["--max-bad-fraction", "2"], "--max-bad-fraction"),
     (["--pretrain-lr", "0"], "--pretrain-lr must be positive"),
     (["--d-lr", "0"], "--d-lr must be positive"),
+    (["--real-label", "1.1"], "--real-label must be in (0, 1]"),
     (["--runs-dir", "/dev/null/runs"], "Not a directory"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
