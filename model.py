@@ -14,6 +14,8 @@ from tflib import tf, tf1
 from vgg16 import VGG16
 
 CONTENT_LOSSES = ("vgg", "mse", "mse+vgg")
+# standard: the paper's; relativistic: the relativistic average GAN's (Jolicoeur-Martineau 2018; ESRGAN)
+GAN_LOSSES = ("standard", "relativistic")
 # fp32; bf16: TensorFlow's oneDNN bfloat16 rewrite on CPUs with AVX512_BF16 or AMX (tflib.session_config);
 # mixed_float16: its float16 rewrite with dynamic loss scaling, for GPUs (the optimizers here).
 # Variables and losses stay float32.
@@ -167,11 +169,20 @@ def discriminator_head(features, reuse=False):
         return dense(lrelu(dense(features, 1024, "dense0")), 1, "dense1")
 
 
-def gan_losses(logits_dx, logits_dg, logits_adv, real_label=1.0):
-    """(D's loss, G's adversarial loss) from D's logits for x and G(z), and G's own logits for G(z):
-    CE(real_label, D(x)) + CE(0, D(G(z))) and CE(1, D(G(z))). real_label < 1: one-sided label smoothing."""
-    d_loss = sigmoid_cross_entropy(real_label, logits_dx) + sigmoid_cross_entropy(0.0, logits_dg)
-    return d_loss, sigmoid_cross_entropy(1.0, logits_adv)
+def gan_losses(logits_dx, logits_dg, logits_adv, gan_loss="standard", real_label=1.0):
+    """(D's loss, G's adversarial loss) from D's logits for x and G(z), and G's own logits for G(z).
+    standard: CE(real_label, D(x)) + CE(0, D(G(z))) and CE(1, D(G(z))). relativistic: each logit less
+    the mean logit of the other kind, CE(real_label, real) + CE(0, fake) for D and CE(0, real) + CE(1, fake)
+    for G, to which the real logits are a constant. real_label < 1: one-sided label smoothing."""
+    if gan_loss == "standard":
+        real, fake = logits_dx, logits_dg
+        adversarial = sigmoid_cross_entropy(1.0, logits_adv)
+    else:
+        real, fake = logits_dx - tf.reduce_mean(logits_dg), logits_dg - tf.reduce_mean(logits_dx)
+        constant = tf.stop_gradient(logits_dx)
+        adversarial = (sigmoid_cross_entropy(0.0, constant - tf.reduce_mean(logits_adv)) +
+                       sigmoid_cross_entropy(1.0, logits_adv - tf.reduce_mean(constant)))
+    return sigmoid_cross_entropy(real_label, real) + sigmoid_cross_entropy(0.0, fake), adversarial
 
 
 # ----------------------------------------------------------------------------- the optimizers
@@ -239,10 +250,13 @@ class SRGANConfig:
     fused_gan_step: bool = False      # also build gan_train_op: D and G updated from one forward pass
     d_lr: float | None = None         # D's rate in the GAN phase, on G's schedule (None: learning_rate)
     real_label: float = 1.0           # the target of D(x) in D's loss (< 1: one-sided label smoothing)
+    gan_loss: str = "standard"        # one of GAN_LOSSES
 
     def __post_init__(self):
         if self.content_loss not in CONTENT_LOSSES:
             raise ValueError(f"content_loss must be one of {CONTENT_LOSSES}, not {self.content_loss!r}")
+        if self.gan_loss not in GAN_LOSSES:
+            raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, not {self.gan_loss!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
 
@@ -290,7 +304,8 @@ class SRGAN:
             layer = self.config.vgg_layer
             phi_hr, phi_sr = self.vgg(self.hr, layer, name="vgg_hr"), self.vgg(self.Gz, layer, name="vgg_sr")
         with tf1.name_scope("losses"):
-            d_loss, adv_loss = gan_losses(logits_dx, logits_dg, logits_adv, self.config.real_label)
+            d_loss, adv_loss = gan_losses(logits_dx, logits_dg, logits_adv, self.config.gan_loss,
+                                            self.config.real_label)
             self.d_loss, self.adv_loss = tf.identity(d_loss, name="d_loss"), tf.identity(adv_loss, name="adv_loss")
             self.mse_loss = tf.reduce_mean(tf.square(self.Gz - self.hr), name="mse_loss")
             terms = []

@@ -25,7 +25,7 @@ import tflib
 import utils
 import validation
 import vgg16
-from model import CONTENT_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN, SRGANConfig
+from model import CONTENT_LOSSES, GAN_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN, SRGANConfig
 from tflib import tf, tf1
 
 # ----------------------------------------------------------------------------- configuration
@@ -40,7 +40,7 @@ DEFAULTS = dict(
     save_every=1000, sample_every=500, summary_every=10, image_every=100, seed=0,
     max_pixels=data.MAX_PIXELS, max_bad_fraction=0.05,
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
-    d_lr=None, real_label=1.0,  # the GAN phase's levers: off, the paper's setting
+    d_lr=None, real_label=1.0, gan_loss="standard",  # the GAN phase's levers: off, the paper's setting
 )
 PRESETS = {
     "report": {},
@@ -130,6 +130,8 @@ def build_parser():
                                                "schedule (TTUR; default: --lr)")
     p.add_argument("--real-label", type=float, help="the target of D(x) in D's loss: below 1 for one-sided label "
                                                     "smoothing, e.g. 0.9 (default 1)")
+    p.add_argument("--gan-loss", choices=GAN_LOSSES, help="standard (default, the paper's) or relativistic: "
+                                                          "the relativistic average GAN loss (ESRGAN)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
     p.add_argument("--pretrain-only", action="store_true", help="stop after the MSE pre-training")
@@ -205,7 +207,7 @@ def model_config(cfg):
         pretrain_lr=cfg["pretrain_lr"], warmup_iters=cfg["warmup_iters"],
         cosine_iters=cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None,
         precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"],
-        real_label=cfg["real_label"])
+        real_label=cfg["real_label"], gan_loss=cfg["gan_loss"])
 
 
 def check_free_space(run_dir, checkpoint_bytes, kept):

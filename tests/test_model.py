@@ -424,18 +424,28 @@ def test_standard_gan_losses_train_d_toward_real_label(real_label):
     assert not adv_grads[0].any() and not adv_grads[1].any()
 
 
-def d_loss_of(dx, dg, **settings):
-    """gan_losses's d_loss for the logits of these D(x) and D(G(z))."""
+def gan_losses_of(dx, dg, **settings):
+    """gan_losses for the logits of these D(x) and D(G(z)), G's the same as D's."""
     with tf.Graph().as_default(), tf1.Session() as sess:
         logits = [tf.constant(np.log(p / (1 - p))) for p in (dx, dg, dg)]
-        return sess.run(model_module.gan_losses(*logits, **settings)[0])
+        return sess.run(model_module.gan_losses(*logits, **settings))
 
 
-@pytest.mark.parametrize("settings", [{"real_label": 0.9}])
-def test_the_graphs_d_loss_is_gan_losses_of_its_logits_with_its_settings(settings):
+@pytest.mark.parametrize("settings", [{"real_label": 0.9}, {"gan_loss": "relativistic"}])
+def test_the_graphs_gan_losses_are_gan_losses_of_its_logits_with_its_settings(settings):
     graph, model, init, _ = build("mse", **settings)
     with tf1.Session(graph=graph) as sess:
         sess.run(init)
-        d_loss, dx, dg = sess.run([model.d_loss, model.Dx, model.Dg], feed(model))
-    assert d_loss == pytest.approx(d_loss_of(dx, dg, **settings), rel=1e-4)
-    assert d_loss != pytest.approx(d_loss_of(dx, dg), rel=1e-3)  # the settings make a difference here
+        losses, dx, dg = sess.run([(model.d_loss, model.adv_loss), model.Dx, model.Dg], feed(model))
+    np.testing.assert_allclose(losses, gan_losses_of(dx, dg, **settings), rtol=1e-4)
+    assert losses[0] != pytest.approx(gan_losses_of(dx, dg)[0], rel=1e-3)  # the settings make a difference here
+
+
+@pytest.mark.parametrize("real_label", [1.0, 0.9])
+def test_relativistic_average_gan_losses_are_esrgans_with_the_real_logits_constant_for_g(real_label):
+    d, adv, (d_grads, adv_grads) = run_gan_losses(gan_loss="relativistic", real_label=real_label)
+    real, fake = LOGITS_DX - LOGITS_DG.mean(), LOGITS_DG - LOGITS_DX.mean()
+    assert d == pytest.approx(cross_entropy(real_label, real) + cross_entropy(0, fake), rel=1e-5)
+    assert adv == pytest.approx(cross_entropy(0, LOGITS_DX - LOGITS_ADV.mean()) + cross_entropy(1, LOGITS_ADV - LOGITS_DX.mean()), rel=1e-5)
+    assert d_grads[0].any() and d_grads[1].any() and not d_grads[2].any()
+    assert adv_grads[2].any() and not adv_grads[0].any() and not adv_grads[1].any()
