@@ -251,6 +251,8 @@ class SRGANConfig:
     d_lr: float | None = None         # D's rate in the GAN phase, on G's schedule (None: learning_rate)
     real_label: float = 1.0           # the target of D(x) in D's loss (< 1: one-sided label smoothing)
     gan_loss: str = "standard"        # one of GAN_LOSSES
+    adv_weight: float = ADV_WEIGHT    # the adversarial loss's weight in G's loss (the VGG loss's is 1)
+    pixel_weight: float = 1.0         # the MSE's weight in the content loss, when content_loss has it
 
     def __post_init__(self):
         if self.content_loss not in CONTENT_LOSSES:
@@ -298,8 +300,8 @@ class SRGAN:
 
     def build_losses(self, logits_dx, logits_dg, logits_adv):
         """d_loss and adv_loss (gan_losses), G's from `logits_adv`, the same logits as `logits_dg` computed
-        apart; g_loss = content + 1e-3 * adv_loss. The two VGG16 towers are drawn beside the losses, as the
-        two discriminator calls are."""
+        apart; g_loss = pixel_weight * MSE + VGG loss (the terms content_loss names) + adv_weight * adv_loss.
+        The two VGG16 towers are drawn beside the losses, as the two discriminator calls are."""
         if self.vgg is not None:
             layer = self.config.vgg_layer
             phi_hr, phi_sr = self.vgg(self.hr, layer, name="vgg_hr"), self.vgg(self.Gz, layer, name="vgg_sr")
@@ -310,12 +312,12 @@ class SRGAN:
             self.mse_loss = tf.reduce_mean(tf.square(self.Gz - self.hr), name="mse_loss")
             terms = []
             if "mse" in self.config.content_loss:
-                terms.append(self.mse_loss)
+                terms.append(self.config.pixel_weight * self.mse_loss)
             if self.vgg is not None:
                 self.vgg_loss = tf.reduce_mean(tf.square(phi_sr * VGG_RESCALE - phi_hr * VGG_RESCALE), name="vgg_loss")
                 terms.append(self.vgg_loss)
             self.content_loss = tf.add_n(terms, name="content_loss")
-            self.g_loss = tf.add(self.content_loss, ADV_WEIGHT * self.adv_loss, name="g_loss")
+            self.g_loss = tf.add(self.content_loss, self.config.adv_weight * self.adv_loss, name="g_loss")
 
     def build_optimizers(self):
         """One Adam per job, each minimizing over its own scope's variables after that scope's

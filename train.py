@@ -25,7 +25,7 @@ import tflib
 import utils
 import validation
 import vgg16
-from model import CONTENT_LOSSES, GAN_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN, SRGANConfig
+from model import ADV_WEIGHT, CONTENT_LOSSES, GAN_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN, SRGANConfig
 from tflib import tf, tf1
 
 # ----------------------------------------------------------------------------- configuration
@@ -40,7 +40,8 @@ DEFAULTS = dict(
     save_every=1000, sample_every=500, summary_every=10, image_every=100, seed=0,
     max_pixels=data.MAX_PIXELS, max_bad_fraction=0.05,
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
-    d_lr=None, real_label=1.0, gan_loss="standard",  # the GAN phase's levers: off, the paper's setting
+    # The GAN phase's levers, at the paper's setting:
+    d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0,
 )
 PRESETS = {
     "report": {},
@@ -132,6 +133,10 @@ def build_parser():
                                                     "smoothing, e.g. 0.9 (default 1)")
     p.add_argument("--gan-loss", choices=GAN_LOSSES, help="standard (default, the paper's) or relativistic: "
                                                           "the relativistic average GAN loss (ESRGAN)")
+    p.add_argument("--adv-weight", type=float, help=f"the adversarial loss's weight in G's loss; the VGG loss's is 1 "
+                                                    f"(default {ADV_WEIGHT:g}, the paper's)")
+    p.add_argument("--pixel-weight", type=float, help="the MSE's weight in the content loss of --content-loss mse "
+                                                      "or mse+vgg (default 1)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
     p.add_argument("--pretrain-only", action="store_true", help="stop after the MSE pre-training")
@@ -190,6 +195,12 @@ def check_config(cfg):
             raise ConfigError(f"{flag} must be positive, not {cfg[key]}")
     if not 0 <= cfg["beta1"] < 1:
         raise ConfigError(f"--beta1 must be in [0, 1), not {cfg['beta1']}")
+    for key in ("adv_weight", "pixel_weight"):
+        if cfg[key] < 0:
+            raise ConfigError(f"--{key.replace('_', '-')} must not be negative")
+    if cfg["pixel_weight"] != 1 and "mse" not in cfg["content_loss"]:
+        raise ConfigError(f"--pixel-weight weights the MSE term, which --content-loss {cfg['content_loss']} "
+                          "leaves out: add it with --content-loss mse+vgg")
     if not 0 < cfg["real_label"] <= 1:
         raise ConfigError(f"--real-label must be in (0, 1], not {cfg['real_label']}")
     if not 0 <= cfg["max_bad_fraction"] <= 1:
@@ -207,7 +218,8 @@ def model_config(cfg):
         pretrain_lr=cfg["pretrain_lr"], warmup_iters=cfg["warmup_iters"],
         cosine_iters=cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None,
         precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"],
-        real_label=cfg["real_label"], gan_loss=cfg["gan_loss"])
+        real_label=cfg["real_label"], gan_loss=cfg["gan_loss"], adv_weight=cfg["adv_weight"],
+        pixel_weight=cfg["pixel_weight"])
 
 
 def check_free_space(run_dir, checkpoint_bytes, kept):

@@ -135,13 +135,15 @@ def test_losses_combine_as_in_the_paper(built, session):
     assert g == pytest.approx(content + 1e-3 * adv, rel=1e-5)
 
 
-def test_mse_plus_vgg_content_loss(vgg_weights):
-    graph, model, init, _ = build("mse+vgg")
+@pytest.mark.parametrize("pixel_weight, adv_weight", [(1.0, 1e-3), (0.01, 5e-3)])
+def test_mse_plus_vgg_content_loss_with_the_terms_weights(vgg_weights, pixel_weight, adv_weight):
+    graph, model, init, _ = build("mse+vgg", pixel_weight=pixel_weight, adv_weight=adv_weight)
     with tf1.Session(graph=graph) as sess:
         sess.run(init)
         model.vgg.load(sess, vgg_weights)
-        c, m, v = sess.run([model.content_loss, model.mse_loss, model.vgg_loss], feed(model))
-    assert c == pytest.approx(m + v, rel=1e-5)
+        g, c, m, v, adv = sess.run([model.g_loss, model.content_loss, model.mse_loss, model.vgg_loss, model.adv_loss], feed(model))
+    assert c == pytest.approx(pixel_weight * m + v, rel=1e-5)
+    assert g == pytest.approx(c + adv_weight * adv, rel=1e-5)
 
 
 def rates(model, graph, init, steps, phase=0):

@@ -101,6 +101,7 @@ def test_a_copy_of_a_pretrained_run_resumes_with_the_gan_phase(pretrained):
     (["--pretrain-lr", "0"], "--pretrain-lr must be positive"),
     (["--d-lr", "0"], "--d-lr must be positive"),
     (["--real-label", "1.1"], "--real-label must be in (0, 1]"),
+    (["--pixel-weight", "0.01"], "--pixel-weight weights the MSE term, which --content-loss vgg leaves out"),
     (["--runs-dir", "/dev/null/runs"], "Not a directory"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
