@@ -240,6 +240,7 @@ class SRGANConfig:
     blocks: int = 16                  # residual blocks in the generator
     content_loss: str = "vgg"         # one of CONTENT_LOSSES
     vgg_layer: str = "conv5_3"        # the VGG16 layer whose features the VGG loss compares
+    vgg_before_relu: bool = False     # compare that layer's features before its ReLU (ESRGAN), not after
     learning_rate: float = 1e-3       # the GAN phase's rate (TensorFlow's Adam default, the report's)
     beta1: float = 0.97               # Adam's beta1, all Adams
     lr_decay_step: int | None = None  # from this step on, the GAN rate / 10
@@ -303,8 +304,9 @@ class SRGAN:
         apart; g_loss = pixel_weight * MSE + VGG loss (the terms content_loss names) + adv_weight * adv_loss.
         The two VGG16 towers are drawn beside the losses, as the two discriminator calls are."""
         if self.vgg is not None:
-            layer = self.config.vgg_layer
-            phi_hr, phi_sr = self.vgg(self.hr, layer, name="vgg_hr"), self.vgg(self.Gz, layer, name="vgg_sr")
+            layer, before_relu = self.config.vgg_layer, self.config.vgg_before_relu
+            phi_hr = self.vgg(self.hr, layer, name="vgg_hr", before_relu=before_relu)
+            phi_sr = self.vgg(self.Gz, layer, name="vgg_sr", before_relu=before_relu)
         with tf1.name_scope("losses"):
             d_loss, adv_loss = gan_losses(logits_dx, logits_dg, logits_adv, self.config.gan_loss,
                                             self.config.real_label)

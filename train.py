@@ -33,7 +33,7 @@ from tflib import tf, tf1
 DEFAULTS = dict(
     preset="report", dataset="sample", data_dir=None, name=None, runs_dir="runs",
     hr_size=256, hr_prep="crop", batch_size=1, blocks=16, precision="fp32", gan_update="alternating",
-    content_loss="vgg", vgg_layer="conv5_3", vgg_weights=None,
+    content_loss="vgg", vgg_layer="conv5_3", vgg_before_relu=False, vgg_weights=None,
     learning_rate=1e-3, beta1=0.97, lr_decay=False,  # Adam(beta1=0.97) at TensorFlow's default rate
     pretrain_lr=None, warmup_iters=0, pretrain_schedule="constant",  # pre-training at learning_rate
     pretrain_iters=5000, gan_iters=20000, pretrain_only=False,
@@ -106,6 +106,8 @@ def graph_flags():
                                                               "D and G updated from one forward pass")
     g.add_argument("--content-loss", choices=CONTENT_LOSSES)
     g.add_argument("--vgg-layer", choices=vgg16.LAYERS)
+    g.add_argument("--vgg-before-relu", action=argparse.BooleanOptionalAction,
+                   help="compare the --vgg-layer features before its ReLU (ESRGAN), not after (default)")
     return p
 
 
@@ -213,6 +215,7 @@ def model_config(cfg):
     """The SRGANConfig of a run's configuration."""
     return SRGANConfig(
         blocks=cfg["blocks"], content_loss=cfg["content_loss"], vgg_layer=cfg["vgg_layer"],
+        vgg_before_relu=cfg["vgg_before_relu"],
         learning_rate=cfg["learning_rate"], beta1=cfg["beta1"],
         lr_decay_step=cfg["pretrain_iters"] + cfg["gan_iters"] // 2 if cfg["lr_decay"] else None,
         pretrain_lr=cfg["pretrain_lr"], warmup_iters=cfg["warmup_iters"],

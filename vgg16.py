@@ -236,8 +236,9 @@ class VGG16:
         feed = {p: a for name in LAYERS for p, a in zip(self._feeds[name], weights[name])}
         sess.run(self._assign, feed)
 
-    def __call__(self, images, layer="conv5_3", name="vgg16_tower"):
-        """The ReLU output of `layer` for `images`: NHWC float32 RGB in [-1, 1], any batch and size."""
+    def __call__(self, images, layer="conv5_3", name="vgg16_tower", before_relu=False):
+        """The ReLU output of `layer` for `images`: NHWC float32 RGB in [-1, 1], any batch and size;
+        before_relu: its input instead, negative values included (ESRGAN's content features)."""
         if layer not in LAYERS:
             raise ValueError(f"unknown VGG16 layer {layer!r}; choose one of {', '.join(LAYERS)}")
         with tf1.name_scope(name):
@@ -246,8 +247,10 @@ class VGG16:
             for conv in LAYERS:
                 with tf1.name_scope(conv):
                     kernel, bias = self.variables[conv]
-                    x = tf1.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME")
-                    x = tf1.nn.relu(tf1.nn.bias_add(x, bias))
+                    x = tf1.nn.bias_add(tf1.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME"), bias)
+                    if conv == layer and before_relu:
+                        return x
+                    x = tf1.nn.relu(x)
                 if conv == layer:
                     return x
                 if conv in POOL_AFTER:

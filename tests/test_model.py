@@ -451,3 +451,22 @@ def test_relativistic_average_gan_losses_are_esrgans_with_the_real_logits_consta
     assert adv == pytest.approx(cross_entropy(0, LOGITS_DX - LOGITS_ADV.mean()) + cross_entropy(1, LOGITS_ADV - LOGITS_DX.mean()), rel=1e-5)
     assert d_grads[0].any() and d_grads[1].any() and not d_grads[2].any()
     assert adv_grads[2].any() and not adv_grads[0].any() and not adv_grads[1].any()
+
+
+def test_vgg_loss_compares_the_content_layers_features_before_its_relu_when_asked(vgg_weights):
+    graph, model, init, _ = build("vgg", vgg_before_relu=True)
+    hr, sr = batch(8)[1], batch(9)[1]
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        model.vgg.load(sess, vgg_weights)
+        loss = sess.run(model.vgg_loss, {model.hr: hr, model.Gz: sr})
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        vgg = model_module.VGG16()
+        images = tf1.placeholder(tf.float32, [None, None, None, 3])
+        features = vgg(images, before_relu=True), vgg(images)
+        vgg.load(sess, vgg_weights)
+        before, after = sess.run(features, {images: np.concatenate([hr, sr])})
+    distance = {name: np.mean(np.square(f[1] - f[0])) * model_module.VGG_RESCALE ** 2 for name, f in
+                (("before", before), ("after", after))}
+    assert loss == pytest.approx(distance["before"], rel=1e-4)
+    assert loss != pytest.approx(distance["after"], rel=1e-2)

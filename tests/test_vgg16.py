@@ -236,7 +236,8 @@ def loaded(vgg_weights):
         vgg = VGG16()
         images = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
         outputs = {"conv1_1": vgg(images, "conv1_1", "vgg_low"), "hr": vgg(images, name="vgg_hr"),
-                   "sr": vgg(images, name="vgg_sr")}
+                   "sr": vgg(images, name="vgg_sr"), "conv1_1 before": vgg(images, "conv1_1", before_relu=True),
+                   "before": vgg(images, before_relu=True)}
     graph.finalize()
     assert graph.as_graph_def().ByteSize() < 1_000_000  # weights are fed, not baked in as constants
     with tf.compat.v1.Session(graph=graph) as sess:
@@ -247,26 +248,30 @@ def loaded(vgg_weights):
 def test_conv1_1_matches_numpy(vgg_weights, loaded):
     sess, images, outputs = loaded
     rgb = np.random.default_rng(0).uniform(-1, 1, (2, 5, 7, 3)).astype(np.float32)
-    got = sess.run(outputs["conv1_1"], {images: rgb})
+    got, before = sess.run([outputs["conv1_1"], outputs["conv1_1 before"]], {images: rgb})
 
     bgr = ((rgb.astype(np.float64) + 1) * 127.5)[..., ::-1] - [103.939, 116.779, 123.68]
     padded = np.pad(bgr, ((0, 0), (1, 1), (1, 1), (0, 0)))
     kernel, bias = vgg_weights["conv1_1"]
     want = sum(np.einsum("nhwc,co->nhwo", padded[:, dy:dy + 5, dx:dx + 7], kernel[dy, dx])
                for dy in range(3) for dx in range(3))
-    want = np.maximum(want + bias, 0)
-    assert got.shape == (2, 5, 7, 64) and (want > 0).mean() > 0.2
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    want = want + bias
+    assert (want < 0).mean() > 0.2 and (want > 0).mean() > 0.2
+    np.testing.assert_allclose(before, want, rtol=1e-4, atol=1e-3)
+    assert got.shape == (2, 5, 7, 64)
+    np.testing.assert_allclose(got, np.maximum(want, 0), rtol=1e-4, atol=1e-3)
 
 
 def test_conv5_3_of_a_photo(loaded):
     sess, images, outputs = loaded
     photo = skimage.data.astronaut()[::2, ::2][16:240, 16:240]
     rgb = photo[None].astype(np.float32) / 127.5 - 1
-    hr, sr = sess.run([outputs["hr"], outputs["sr"]], {images: rgb})
+    hr, sr, before = sess.run([outputs["hr"], outputs["sr"], outputs["before"]], {images: rgb})
     assert hr.shape == (1, 14, 14, 512)
     assert np.isfinite(hr).all() and hr.min() == 0 and hr.max() > 1 and 0.01 < (hr > 0).mean() < 0.9
     np.testing.assert_array_equal(hr, sr)
+    assert before.min() < -1
+    np.testing.assert_allclose(hr, np.maximum(before, 0), rtol=1e-5, atol=1e-5)
 
 
 def test_distance_is_the_mean_squared_difference_of_scaled_features(vgg_weights, loaded):
