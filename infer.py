@@ -22,7 +22,7 @@ import data
 import metrics
 import tflib
 import utils
-from model import SCALE, generator
+from model import EMA, SCALE, generator
 from tflib import tf, tf1
 from utils import CLIError
 
@@ -50,7 +50,8 @@ def run_config(path):
 
 
 def check_architecture(checkpoint, variables, blocks):
-    """CLIError unless the checkpoint holds exactly these generator variables (e.g. not other --blocks)."""
+    """The checkpoint's variable names, or CLIError unless it holds exactly these generator variables (e.g. not
+    other --blocks)."""
     try:
         stored = dict(tf.train.list_variables(checkpoint))
     except (tf.errors.OpError, ValueError) as e:
@@ -61,6 +62,7 @@ def check_architecture(checkpoint, variables, blocks):
     for v in variables:
         if stored.get(v.op.name) != v.shape.as_list():
             raise CLIError(f"{checkpoint} does not hold the generator variable {v.op.name} {v.shape.as_list()}")
+    return set(stored)
 
 
 def build_generator(blocks):
@@ -75,13 +77,16 @@ def build_generator(blocks):
 
 
 def restore_generator(sess, path):
-    """Build the generator into sess.graph from a run's config.json and restore it; returns (checkpoint, signatures)."""
+    """Build the generator into sess.graph from a run's config.json and restore it, each weight from its
+    moving average when the checkpoint holds one (--g-ema); returns (checkpoint, signatures)."""
     checkpoint, config = run_config(path)
     signatures = build_generator(config["blocks"])
     variables = tf1.global_variables()
-    check_architecture(checkpoint, variables, config["blocks"])
+    stored = check_architecture(checkpoint, variables, config["blocks"])
+    # A run trained with --g-ema: each weight from its moving average.
+    names = {v.op.name + "/" + EMA if v.op.name + "/" + EMA in stored else v.op.name: v for v in variables}
     try:
-        tf1.train.Saver(variables).restore(sess, checkpoint)
+        tf1.train.Saver(names).restore(sess, checkpoint)
     except tf.errors.OpError as e:
         raise CLIError(f"cannot restore {checkpoint}: {utils.first_line(e)}") from None
     return checkpoint, signatures

@@ -27,6 +27,7 @@ DENSE_SHARD_BYTES = 16 << 20  # dense(): the largest row shard of a kernel
 PHASES = ("pretrain", "gan", "done")
 ON_BLOCKS_SCOPE = "on_blocks"  # conv2d_on_blocks's ops; bench.py counts their FLOPs by it
 DENSE_KERNELS = "dense_kernels"  # the collection of dense() kernel shards, updated after all other gradients
+EMA = "generator_ema"  # the generator weights' moving averages are the variables <weight name>/generator_ema
 
 
 # ----------------------------------------------------------------------------- layers
@@ -134,11 +135,12 @@ def sigmoid_cross_entropy(label, logits):
 
 # ----------------------------------------------------------------------------- the networks
 
-def generator(x, blocks, training, reuse=False):
+def generator(x, blocks, training, reuse=False, getter=None):
     """SRResNet: k9n64s1 PReLU; B residual blocks (k3n64s1 BN PReLU k3n64s1 BN, + skip);
     k3n64s1 BN + long skip; 2 x (k3n256s1, sub-pixel x2, PReLU); k9n3s1; tanh. A function of its
-    own, so that inference and export can build it alone (training=False: BN on its moving averages)."""
-    with tf1.variable_scope("generator", reuse=reuse):
+    own, so that inference and export can build it alone (training=False: BN on its moving averages).
+    getter: a custom getter for its variables (the moving averages of its weights)."""
+    with tf1.variable_scope("generator", reuse=reuse, custom_getter=getter):
         x = prelu(conv2d(x, 64, 9, name="conv_in"), name="prelu_in")
         skip = x
         for i in range(blocks):
@@ -254,6 +256,7 @@ class SRGANConfig:
     gan_loss: str = "standard"        # one of GAN_LOSSES
     adv_weight: float = ADV_WEIGHT    # the adversarial loss's weight in G's loss (the VGG loss's is 1)
     pixel_weight: float = 1.0         # the MSE's weight in the content loss, when content_loss has it
+    g_ema: float = 0.0                # decay of a moving average of G's weights, for inference (0: none)
 
     def __post_init__(self):
         if self.content_loss not in CONTENT_LOSSES:
@@ -268,7 +271,8 @@ class SRGAN:
     """The whole training graph: generator, discriminator called twice with shared variables,
     two VGG16 towers on one frozen set of ImageNet weights, the losses, three Adam optimizers
     (MSE pre-training, generator, discriminator), a global step and a phase that live in the
-    checkpoint, summaries, and a fully convolutional inference path (`lr_input` -> `sr_output`)."""
+    checkpoint, summaries, and a fully convolutional inference path (`lr_input` -> `sr_output`), on the
+    moving average of the generator's weights when g_ema is set."""
 
     def __init__(self, lr, hr, config=SRGANConfig()):
         self.config = config
@@ -296,7 +300,8 @@ class SRGAN:
 
         with tf1.name_scope("inference"):
             self.lr_input = tf1.placeholder(tf.float32, [None, None, None, 3], name="lr_input")
-            self.sr_output = tf.identity(generator(self.lr_input, config.blocks, training=False, reuse=True),
+            getter = self.average_getter if self.ema else None
+            self.sr_output = tf.identity(generator(self.lr_input, config.blocks, training=False, reuse=True, getter=getter),
                                          name="sr_output")
 
     def build_losses(self, logits_dx, logits_dg, logits_adv):
@@ -352,6 +357,31 @@ class SRGAN:
                     with tf.control_dependencies(updates + [g for g, _ in d_grads + g_grads]):
                         self.gan_train_op = tf.group(d_adam.apply_gradients(d_grads),
                                                      g_adam.apply_gradients(g_grads, self.global_step))
+            self.ema, self.ema_shadows = None, []
+            if self.config.g_ema:
+                self.build_generator_ema()
+
+    def build_generator_ema(self):
+        """A moving average of the generator's trainable weights (BasicSR's net_g_ema), for inference: a
+        copy of the weights after each pre-training step, so that it starts from the pre-trained generator,
+        then averaged with decay g_ema after each G step. `ema_reset` copies the weights."""
+        weights = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, "generator/")
+        self.ema = tf1.train.ExponentialMovingAverage(self.config.g_ema, name=EMA)
+        with tf.control_dependencies([self.g_train_op]):
+            self.g_train_op = self.ema.apply(weights)
+        if self.gan_train_op is not None:
+            with tf.control_dependencies([self.gan_train_op]):
+                self.gan_train_op = self.ema.apply(weights)
+        self.ema_shadows = [self.ema.average(w) for w in weights]
+        with tf.control_dependencies([self.pretrain_op]):
+            self.pretrain_op = tf.group(*[a.assign(w) for a, w in zip(self.ema_shadows, weights)], name=EMA + "_copy")
+        self.ema_reset = tf.group(*[a.assign(w) for a, w in zip(self.ema_shadows, weights)], name=EMA + "_reset")
+
+    def average_getter(self, getter, *args, **kwargs):
+        """A custom getter giving a weight's moving average in its place (a batch norm statistic's is itself)."""
+        variable = getter(*args, **kwargs)
+        average = self.ema.average(variable)
+        return variable if average is None else average
 
     def build_summaries(self):
         """Scalars of each training step and an LR | bicubic | SR | HR image strip."""

@@ -41,7 +41,7 @@ DEFAULTS = dict(
     max_pixels=data.MAX_PIXELS, max_bad_fraction=0.05,
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
     # The GAN phase's levers, at the paper's setting:
-    d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0,
+    d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0, g_ema=0.0,
 )
 PRESETS = {
     "report": {},
@@ -139,6 +139,8 @@ def build_parser():
                                                     f"(default {ADV_WEIGHT:g}, the paper's)")
     p.add_argument("--pixel-weight", type=float, help="the MSE's weight in the content loss of --content-loss mse "
                                                       "or mse+vgg (default 1)")
+    p.add_argument("--g-ema", type=float, metavar="DECAY", help="keep a moving average of the generator's weights "
+                   "through the GAN phase, e.g. 0.999, for the samples, evaluate.py, infer.py and the export (default 0: none)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
     p.add_argument("--pretrain-only", action="store_true", help="stop after the MSE pre-training")
@@ -203,6 +205,8 @@ def check_config(cfg):
     if cfg["pixel_weight"] != 1 and "mse" not in cfg["content_loss"]:
         raise ConfigError(f"--pixel-weight weights the MSE term, which --content-loss {cfg['content_loss']} "
                           "leaves out: add it with --content-loss mse+vgg")
+    if not 0 <= cfg["g_ema"] < 1:
+        raise ConfigError(f"--g-ema must be in [0, 1), not {cfg['g_ema']}")
     if not 0 < cfg["real_label"] <= 1:
         raise ConfigError(f"--real-label must be in (0, 1], not {cfg['real_label']}")
     if not 0 <= cfg["max_bad_fraction"] <= 1:
@@ -222,7 +226,7 @@ def model_config(cfg):
         cosine_iters=cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None,
         precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"],
         real_label=cfg["real_label"], gan_loss=cfg["gan_loss"], adv_weight=cfg["adv_weight"],
-        pixel_weight=cfg["pixel_weight"])
+        pixel_weight=cfg["pixel_weight"], g_ema=cfg["g_ema"])
 
 
 def check_free_space(run_dir, checkpoint_bytes, kept):
@@ -371,6 +375,8 @@ class Trainer:
             with tf1.name_scope("save/"):  # the check before each save, drawn in the Saver's box
                 self.weights_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in saved
                                                      if v.dtype.base_dtype.is_floating], name="weights_finite")
+                averages = {v.op.name for v in self.model.ema_shadows}  # --g-ema: for checkpoints saved without
+                self.saver_without_averages = tf1.train.Saver([v for v in saved if v.op.name not in averages]) if averages else None
             self.init = tf1.global_variables_initializer()
             self.graph.finalize()
         self.checkpoint_bytes = sum(v.shape.num_elements() * v.dtype.base_dtype.size for v in saved)
@@ -388,12 +394,21 @@ class Trainer:
             self.writer = tf1.summary.FileWriter(self.run_dir, self.graph)
 
     def restore(self, checkpoint, kept):
-        """Loads `checkpoint`; the Saver takes over the `kept` ones, so that max_to_keep deletes them in turn."""
+        """Loads `checkpoint`; the Saver takes over the `kept` ones, so that max_to_keep deletes them in turn.
+        A checkpoint saved without --g-ema may lack the generator's moving averages and nothing else: they
+        start from its weights."""
+        saver = self.saver
         try:
-            self.saver.restore(self.sess, checkpoint)
+            stored = {name for name, _ in tf.train.list_variables(checkpoint)}
+            if self.model.ema_shadows and not stored & {v.op.name for v in self.model.ema_shadows}:
+                saver = self.saver_without_averages
+            saver.restore(self.sess, checkpoint)
         except tf.errors.OpError as e:
             raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size or "
                               f"--content-loss?): {utils.first_line(e)}") from None
+        if saver is not self.saver:
+            self.sess.run(self.model.ema_reset)
+            print(f"{checkpoint} holds no moving average of the generator's weights: --g-ema starts it from them")
         self.saver.recover_last_checkpoints(kept)
         for damaged, why in self.damaged.items():
             print(f"warning: {damaged} is damaged ({why})", file=sys.stderr)

@@ -470,3 +470,36 @@ def test_vgg_loss_compares_the_content_layers_features_before_its_relu_when_aske
                 (("before", before), ("after", after))}
     assert loss == pytest.approx(distance["before"], rel=1e-4)
     assert loss != pytest.approx(distance["after"], rel=1e-2)
+
+
+def generator_weights(sess, model):
+    """{name: (weight, its moving average)} of the generator's trainable weights."""
+    weights = model.ema_shadows[0].graph.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, "generator/")
+    return sess.run({w.op.name: (w, model.ema.average(w)) for w in weights})
+
+
+def test_the_generators_moving_average_starts_from_the_pretrained_weights_then_decays():
+    graph, model, init, _ = build("mse", g_ema=0.75, fused_gan_step=True)
+    assert len(model.ema_shadows) == len(graph.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, "generator/"))
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        sess.run(model.pretrain_op, feed(model, 1))
+        start = generator_weights(sess, model)
+        for weight, average in start.values():
+            np.testing.assert_array_equal(average, weight)  # a copy in the pre-training
+        sess.run(model.next_phase)
+        sess.run(model.d_train_op, feed(model, 2))
+        assert generator_weights(sess, model).keys() == start.keys()
+        expected = {n: w for n, (w, _) in start.items()}
+        for step, op in enumerate([model.g_train_op, model.gan_train_op, model.g_train_op]):
+            sess.run(op, feed(model, 3 + step))
+            now = generator_weights(sess, model)
+            expected = {n: 0.75 * expected[n] + 0.25 * now[n][0] for n in now}
+            for name, (weight, average) in now.items():
+                np.testing.assert_allclose(average, expected[name], rtol=1e-5, atol=1e-7, err_msg=name)
+            assert changed(expected, {n: w for n, (w, _) in now.items()})
+        sr = sess.run(model.sr_output, {model.lr_input: batch(9)[0]})
+        sess.run(model.ema_reset)
+        for weight, average in generator_weights(sess, model).values():
+            np.testing.assert_array_equal(average, weight)
+        assert not np.allclose(sr, sess.run(model.sr_output, {model.lr_input: batch(9)[0]}), atol=1e-4)

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import infer
 import tflib
 import train as train_py
 from conftest import ROOT, assert_one_error_line
+from model import EMA
 
 tf1 = tf.compat.v1
 
@@ -164,3 +166,32 @@ def test_adam_slots_start_as_their_own_zeros_not_as_a_constant_kept_for_the_sess
         sess.run(probe_sum, {probe: np.ones(8)}, options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE), run_metadata=trace)
     in_use = max(m.allocator_bytes_in_use for d in trace.step_stats.dev_stats for n in d.node_stats for m in n.memory)
     assert 3 * 64 * 2 ** 20 <= in_use < 3.5 * 64 * 2 ** 20  # the kernel and its two slots
+
+
+def test_g_ema_resumes_a_run_saved_without_averages_and_infer_uses_them(tiny_run, tmp_path):
+    """A checkpoint may lack the generator's moving averages and nothing else: they start from its weights,
+    then average with the G steps; infer.py (so evaluate.py and the export) restores them in the weights' place."""
+    run_dir = tmp_path / "ema"
+    shutil.copytree(tiny_run, run_dir)
+    result = train("--name", "ema", "--runs-dir", str(tmp_path), "--resume", "--gan-iters", "1", "--g-ema", "0.9", "--blocks", "3")
+    assert_one_error_line(result, "does not fit this graph")
+    pretrained = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir)))
+    result = train("--name", "ema", "--runs-dir", str(tmp_path), "--resume", "--gan-iters", "1", "--g-ema", "0.9")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "holds no moving average" in result.stdout
+    trained = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir)))
+    averages = [n for n in trained.get_variable_to_shape_map() if n.endswith("/" + EMA)]
+    assert len(averages) == 3 + 2 * 9 + 4 + 2 * 3 + 2  # conv_in + PReLU, 2 residual blocks, conv_mid + BN, 2 upsamplings, conv_out
+    upscaler = infer.Upscaler(str(run_dir))
+    with upscaler.graph.as_default():
+        restored = upscaler.sess.run({v.op.name: v for v in tf1.global_variables()})
+    upscaler.close()
+    for average in averages:
+        name = average[:-len(EMA) - 1]
+        weight = trained.get_tensor(name)
+        np.testing.assert_allclose(trained.get_tensor(average), 0.9 * pretrained.get_tensor(name) + 0.1 * weight,
+                                   rtol=1e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_array_equal(restored[name], trained.get_tensor(average))
+    assert sum(not np.array_equal(restored[a[:-len(EMA) - 1]], trained.get_tensor(a[:-len(EMA) - 1])) for a in averages) > 10
+    for name in set(restored) - {a[:-len(EMA) - 1] for a in averages}:  # batch-norm statistics: their own
+        np.testing.assert_array_equal(restored[name], trained.get_tensor(name))
