@@ -344,6 +344,8 @@ class SRGAN:
                     gradients(pretrain_adam, self.mse_loss, "generator"), self.global_step)
             with tf1.name_scope("d_step"), tf.control_dependencies(batch_norm_updates("discriminator")):
                 self.d_train_op = d_adam.apply_gradients(gradients(d_adam, self.d_loss, "discriminator"))
+            with tf.control_dependencies([self.d_train_op]):  # D's warm-up: a step of its own, G frozen
+                self.d_warmup_op = self.global_step.assign_add(1, name="d_warmup_step")
             with tf1.name_scope("g_step"), tf.control_dependencies(batch_norm_updates("generator")):
                 self.g_train_op = g_adam.apply_gradients(gradients(g_adam, self.g_loss, "generator"), self.global_step)
             self.gan_train_op = None

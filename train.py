@@ -42,6 +42,7 @@ DEFAULTS = dict(
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
     # The GAN phase's levers, at the paper's setting:
     d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0, g_ema=0.0,
+    d_warmup_iters=0,
 )
 PRESETS = {
     "report": {},
@@ -143,6 +144,8 @@ def build_parser():
                    "through the GAN phase, e.g. 0.999, for the samples, evaluate.py, infer.py and the export (default 0: none)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
+    p.add_argument("--d-warmup-iters", type=int, help="the first N GAN iterations update the discriminator alone, "
+                                                       "the generator frozen (default 0)")
     p.add_argument("--pretrain-only", action="store_true", help="stop after the MSE pre-training")
     p.add_argument("--save-every", type=int, help="checkpoint every N iterations")
     p.add_argument("--sample-every", type=int, help="sample grid PNG every N iterations")
@@ -191,7 +194,7 @@ def check_config(cfg):
     for key in ("batch_size", "blocks", "save_every", "sample_every", "summary_every", "image_every", "max_pixels"):
         if cfg[key] < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, not {cfg[key]}")
-    for key in ("pretrain_iters", "gan_iters", "warmup_iters", "val_every"):
+    for key in ("pretrain_iters", "gan_iters", "warmup_iters", "val_every", "d_warmup_iters"):
         if cfg[key] < 0:
             raise ConfigError(f"--{key.replace('_', '-')} must not be negative")
     for key, flag in (("learning_rate", "--lr"), ("pretrain_lr", "--pretrain-lr"), ("d_lr", "--d-lr")):
@@ -422,10 +425,12 @@ class Trainer:
         return int(self.sess.run(self.model.global_step))
 
     def draws(self, step):
-        """Files the input pipeline has handed out by `step`: a batch per pre-training step, two per
-        alternating GAN iteration (one for D, one for G), one per fused one."""
+        """Files the input pipeline has handed out by `step`: a batch per pre-training step and per D warm-up
+        iteration, two per alternating GAN iteration (one for D, one for G), one per fused one."""
         pretrain = min(step, self.cfg["pretrain_iters"])
-        return self.cfg["batch_size"] * (pretrain + batches_per_gan_iteration(self.cfg["gan_update"]) * (step - pretrain))
+        warmup = min(step - pretrain, self.cfg["d_warmup_iters"])
+        gan = step - pretrain - warmup
+        return self.cfg["batch_size"] * (pretrain + warmup + batches_per_gan_iteration(self.cfg["gan_update"]) * gan)
 
     def last_checkpoint(self):
         return tf1.train.latest_checkpoint(self.run_dir) or "none (start again without --resume)"
@@ -471,11 +476,14 @@ class Trainer:
         return self.run(m.pretrain_op, {"mse_loss": m.mse_loss}, self.summaries(step, m.pretrain_summary))
 
     def gan_step(self, step):
-        """k = 1: one discriminator update and one generator update."""
+        """k = 1: one discriminator update and one generator update; in the first d_warmup_iters iterations
+        the discriminator's alone, each a step of its own (so a resume continues the warm-up where it stopped)."""
         m = self.model
         d_losses = {"d_loss": m.d_loss, "D_x": m.mean_Dx, "D_G_z": m.mean_Dg}
         g_losses = {"g_loss": m.g_loss, "adv_loss": m.adv_loss, "content_loss": m.content_loss}
         d_summaries = [m.d_summary] * self.due(step, "summary_every")
+        if step < self.cfg["pretrain_iters"] + self.cfg["d_warmup_iters"]:
+            return self.run(m.d_warmup_op, {**d_losses, "adv_loss": m.adv_loss}, d_summaries)
         if self.cfg["gan_update"] == "fused":
             return self.run(m.gan_train_op, {**d_losses, **g_losses}, d_summaries + self.summaries(step, m.g_summary))
         d_losses, d_summaries = self.run(m.d_train_op, d_losses, d_summaries)

@@ -88,6 +88,7 @@ def test_vgg_weights_exist_once_frozen_and_both_towers_read_them(built, session)
 
 @pytest.mark.parametrize("op_name, moves, still", [
     ("d_train_op", "discriminator/", ["generator/", "vgg16/"]),
+    ("d_warmup_op", "discriminator/", ["generator/", "vgg16/"]),  # --d-warmup-iters: D's alone, but a step
     ("g_train_op", "generator/", ["discriminator/", "vgg16/"]),
     ("pretrain_op", "generator/", ["discriminator/", "vgg16/"]),
 ])

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import imageio.v3 as iio
 import numpy as np
@@ -195,3 +196,33 @@ def test_g_ema_resumes_a_run_saved_without_averages_and_infer_uses_them(tiny_run
     assert sum(not np.array_equal(restored[a[:-len(EMA) - 1]], trained.get_tensor(a[:-len(EMA) - 1])) for a in averages) > 10
     for name in set(restored) - {a[:-len(EMA) - 1] for a in averages}:  # batch-norm statistics: their own
         np.testing.assert_array_equal(restored[name], trained.get_tensor(name))
+
+
+def scalar_steps(run_dir, tag):
+    return sorted(event.step for name in os.listdir(run_dir) if name.startswith("events.out.tfevents")
+                  for event in tf1.train.summary_iterator(os.path.join(run_dir, name))
+                  for value in event.summary.value if value.tag == tag)
+
+
+def test_d_warmup_iterations_update_d_alone_each_a_step(tiny_run, tmp_path):
+    run_dir = tmp_path / "warm"
+    shutil.copytree(tiny_run, run_dir)
+    pretrained = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir)))
+    result = train("--name", "warm", "--runs-dir", str(tmp_path), "--resume", "--d-warmup-iters", "2", "--gan-iters", "2",
+                   "--summary-every", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert checkpoint_state(run_dir) == (4, 2)
+    warmed = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir)))
+    names = [n for n in warmed.get_variable_to_shape_map() if n.startswith(("generator/", "discriminator/")) and "adam" not in n.lower()]
+    moved = {n for n in names if not np.array_equal(warmed.get_tensor(n), pretrained.get_tensor(n))}
+    assert any(n.startswith("discriminator/") for n in moved) and not any(n.startswith("generator/") for n in moved)
+    assert scalar_steps(run_dir, "summaries/d_loss") == [3, 4] and not scalar_steps(run_dir, "summaries/g_loss")
+
+
+def test_a_resumed_run_takes_up_the_data_where_it_stopped_d_warmup_included():
+    """Trainer.draws: the files handed out by a step, from which a resumed input pipeline starts."""
+    cfg = dict(pretrain_iters=3, d_warmup_iters=2, batch_size=4, gan_update="alternating")
+    draws = [train_py.Trainer.draws(SimpleNamespace(cfg=cfg), step) for step in range(9)]
+    assert draws == [0, 4, 8, 12, 16, 20, 28, 36, 44]  # 1 batch per pre-training and warm-up step, then 2
+    cfg.update(d_warmup_iters=0, gan_update="fused")
+    assert [train_py.Trainer.draws(SimpleNamespace(cfg=cfg), step) for step in (3, 5)] == [12, 20]
