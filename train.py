@@ -141,7 +141,8 @@ def build_parser():
     p.add_argument("--pixel-weight", type=float, help="the MSE's weight in the content loss of --content-loss mse "
                                                       "or mse+vgg (default 1)")
     p.add_argument("--g-ema", type=float, metavar="DECAY", help="keep a moving average of the generator's weights "
-                   "through the GAN phase, e.g. 0.999, for the samples, evaluate.py, infer.py and the export (default 0: none)")
+                   "through the GAN phase, e.g. 0.999, for the samples, validation, evaluate.py, infer.py and the "
+                   "export (default 0: none)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
     p.add_argument("--d-warmup-iters", type=int, help="the first N GAN iterations update the discriminator alone, "

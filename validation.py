@@ -24,7 +24,7 @@ import niqe
 import tflib
 import utils
 import vgg16
-from model import SCALE, VGG_RESCALE, generator
+from model import EMA, SCALE, VGG_RESCALE, generator
 from tflib import tf, tf1
 
 DEFAULT_IMAGES = ("chelsea.png", "coffee.png")  # in data.sample_dir(): fur, and a table top
@@ -75,9 +75,10 @@ class Validator:
         self.sess = tf1.Session(graph=self.graph, config=tflib.session_config())
 
     def sources(self, graph):
-        """The variables of the training `graph` to copy in, in order."""
+        """The variables of the training `graph` to copy in, in order: each weight's moving average when it
+        has one (--g-ema), as infer.py restores them."""
         by_name = {v.op.name: v for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)}
-        return [by_name[v.op.name] for v in self.variables]
+        return [by_name.get(v.op.name + "/" + EMA, by_name[v.op.name]) for v in self.variables]
 
     def __call__(self, values):
         """{score: mean over the images} of the generator whose variables hold `values` (sources' order),

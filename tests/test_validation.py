@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,8 +15,9 @@ import infer
 import metrics
 import train as train_module
 import validation
+from model import EMA, SRGAN, SRGANConfig, generator
 from test_train import train
-from tflib import tf1
+from tflib import tf, tf1
 
 TINY_VAL = ["--dataset", "sample", "--hr-size", "32", "--blocks", "2", "--save-every", "100", "--sample-every", "100",
             "--val-every", "2"]
@@ -212,3 +214,20 @@ def test_validation_flags_are_checked(tmp_path):
     result = train(*TINY_VAL, "--val-dir", str(tmp_path / "absent"), "--runs-dir", str(tmp_path))
     assert result.returncode != 0 and f"error: --val-dir {tmp_path / 'absent'} is not a directory" in result.stderr
     assert not any(p.name != "small" for p in tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("g_ema", [0.0, 0.999])
+def test_validation_scores_the_moving_average_of_the_generators_weights_when_there_is_one(g_ema):
+    """Validator.sources: what the validation graph's generator variables are copied from (--g-ema: the averages)."""
+    training = tf.Graph()
+    with training.as_default():
+        lr, hr = tf1.placeholder(tf.float32, [1, 8, 8, 3]), tf1.placeholder(tf.float32, [1, 32, 32, 3])
+        SRGAN(lr, hr, SRGANConfig(blocks=2, content_loss="mse", g_ema=g_ema))
+    with tf.Graph().as_default():
+        generator(tf1.placeholder(tf.float32, [1, None, None, 3]), 2, training=False)
+        variables, weights = tf1.global_variables(), {v.op.name for v in tf1.trainable_variables()}
+    sources = validation.Validator.sources(SimpleNamespace(variables=variables), training)
+    assert len(weights) == 33 and len(variables) == 33 + 2 * 5  # and 5 batch norms' moving mean and variance
+    for variable, source in zip(variables, sources):
+        averaged = g_ema and variable.op.name in weights
+        assert source.op.name == variable.op.name + ("/" + EMA if averaged else "")
