@@ -169,14 +169,15 @@ def test_adam_slots_start_as_their_own_zeros_not_as_a_constant_kept_for_the_sess
     assert 3 * 64 * 2 ** 20 <= in_use < 3.5 * 64 * 2 ** 20  # the kernel and its two slots
 
 
-def test_g_ema_resumes_a_run_saved_without_averages_and_infer_uses_them(tiny_run, tmp_path):
+def test_g_ema_resumes_a_run_saved_without_averages_and_infer_uses_them(pretrained, tmp_path):
     """A checkpoint may lack the generator's moving averages and nothing else: they start from its weights,
     then average with the G steps; infer.py (so evaluate.py and the export) restores them in the weights' place."""
     run_dir = tmp_path / "ema"
-    shutil.copytree(tiny_run, run_dir)
+    shutil.copytree(pretrained[0], run_dir)
     result = train("--name", "ema", "--runs-dir", str(tmp_path), "--resume", "--gan-iters", "1", "--g-ema", "0.9", "--blocks", "3")
     assert_one_error_line(result, "does not fit this graph")
-    pretrained = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir)))
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir)))
+    before = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
     result = train("--name", "ema", "--runs-dir", str(tmp_path), "--resume", "--gan-iters", "1", "--g-ema", "0.9")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "holds no moving average" in result.stdout
@@ -190,7 +191,7 @@ def test_g_ema_resumes_a_run_saved_without_averages_and_infer_uses_them(tiny_run
     for average in averages:
         name = average[:-len(EMA) - 1]
         weight = trained.get_tensor(name)
-        np.testing.assert_allclose(trained.get_tensor(average), 0.9 * pretrained.get_tensor(name) + 0.1 * weight,
+        np.testing.assert_allclose(trained.get_tensor(average), 0.9 * before[name] + 0.1 * weight,
                                    rtol=1e-5, atol=1e-7, err_msg=name)
         np.testing.assert_array_equal(restored[name], trained.get_tensor(average))
     assert sum(not np.array_equal(restored[a[:-len(EMA) - 1]], trained.get_tensor(a[:-len(EMA) - 1])) for a in averages) > 10
@@ -204,19 +205,20 @@ def scalar_steps(run_dir, tag):
                   for value in event.summary.value if value.tag == tag)
 
 
-def test_d_warmup_iterations_update_d_alone_each_a_step(tiny_run, tmp_path):
+def test_d_warmup_iterations_update_d_alone_each_a_step(pretrained, tmp_path):
     run_dir = tmp_path / "warm"
-    shutil.copytree(tiny_run, run_dir)
-    pretrained = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir)))
+    shutil.copytree(pretrained[0], run_dir)
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir)))
+    before = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}  # read before max_to_keep deletes it
     result = train("--name", "warm", "--runs-dir", str(tmp_path), "--resume", "--d-warmup-iters", "2", "--gan-iters", "2",
                    "--summary-every", "1")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert checkpoint_state(run_dir) == (4, 2)
+    assert checkpoint_state(run_dir) == (5, 2)
     warmed = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir)))
     names = [n for n in warmed.get_variable_to_shape_map() if n.startswith(("generator/", "discriminator/")) and "adam" not in n.lower()]
-    moved = {n for n in names if not np.array_equal(warmed.get_tensor(n), pretrained.get_tensor(n))}
+    moved = {n for n in names if not np.array_equal(warmed.get_tensor(n), before[n])}
     assert any(n.startswith("discriminator/") for n in moved) and not any(n.startswith("generator/") for n in moved)
-    assert scalar_steps(run_dir, "summaries/d_loss") == [3, 4] and not scalar_steps(run_dir, "summaries/g_loss")
+    assert scalar_steps(run_dir, "summaries/d_loss") == [4, 5] and not scalar_steps(run_dir, "summaries/g_loss")
 
 
 def test_a_resumed_run_takes_up_the_data_where_it_stopped_d_warmup_included():
