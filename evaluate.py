@@ -1,6 +1,7 @@
 """Evaluate a generator the way the SR papers' tables do, beside bicubic and the SRGAN paper's numbers.
 
     python evaluate.py --checkpoint runs/NAME --data ../shared/data/Set5/HR ../shared/data/Set14/HR
+    python evaluate.py --model srgan --data ../shared/data/Set5/HR ../shared/data/Set14/HR   # a shipped generator
 
 Per test set: PSNR (dB) and SSIM on the luma (ITU-R BT.601) with 4 pixels shaved from each border,
 LR made with MATLAB's bicubic imresize from HR cropped to a multiple of 4 (see metrics.py), averaged
@@ -9,7 +10,8 @@ difference of ImageNet VGG16 conv5_3 features of SR and HR (x 1/12.75, the conte
 lower is better), and NIQE, which needs no reference (niqe.py: the authors' pristine model, on the
 rounded luma with the same 4-pixel shave; lower is more natural), also of the HR images themselves as
 the target; it is averaged over the images with at least two whole 96x96 blocks after the shave (all
-of Set5 and Set14). The table goes to stdout and to eval-<step>.json / .md in the run directory.
+of Set5 and Set14). The table goes to stdout and to eval-<step>.json / .md in the run directory (for an
+.npz, eval-<name>.json / .md beside it).
 --save-images writes each SR image and an LR | bicubic | SR | HR strip with zoomed crops there too.
 """
 import argparse
@@ -108,7 +110,9 @@ def markdown(results, title):
 
 def build_parser():
     p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="run directory, checkpoint prefix, or exported SavedModel")
+    p.add_argument("--model", "--checkpoint", required=True,
+                   help="srgan or srresnet, the generators shipped in weights/, or a run directory, checkpoint "
+                        "prefix, SavedModel or exported .npz")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR", help="test sets: folders of HR images")
     p.add_argument("--save-images", action="store_true", help="keep the SR images and comparison strips")
     p.add_argument("--vgg-weights", help="VGG16 weights for the perceptual distance (default: weights/)")
@@ -125,11 +129,11 @@ def main(argv=None):
         sets = {name: (folder, check_set(folder)) for name, folder in row_names(args.data).items()}  # before the slow part
         if args.out_dir:
             utils.check_folder(args.out_dir, "--out-dir")
-        upscaler = infer.Upscaler(args.checkpoint)
+        upscaler = infer.Upscaler(infer.resolve_model(args.model))
         vgg = vgg16.Distance(vgg16.resolve_weights(args.vgg_weights), VGG_RESCALE)
         checkpoint = upscaler.checkpoint.rstrip("/")
         out_dir = args.out_dir or (checkpoint if upscaler.saved_model else os.path.dirname(checkpoint))
-        tag = f"eval-{os.path.basename(checkpoint).replace('model.ckpt-', '')}"
+        tag = f"eval-{os.path.basename(checkpoint).replace('model.ckpt-', '').removesuffix('.npz')}"
         saved = {name: utils.output_paths([(folder, p) for p in paths], os.path.join(out_dir, tag, name), "_sr.png")
                  for name, (folder, paths) in sets.items()} if args.save_images else {}
         results = {name: dict(evaluate_set(upscaler, vgg, name, paths, saved.get(name)), folder=folder)

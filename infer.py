@@ -1,8 +1,10 @@
-"""Super-resolve images x4 with a trained generator, or export it as a SavedModel.
+"""Super-resolve images x4 with a trained generator, or export it as a SavedModel or a compact .npz.
 
-    python infer.py --checkpoint runs/NAME photo.jpg folder/ -o out/    # writes out/photo_x4.png, ...
-    python infer.py --checkpoint runs/NAME --export srgan_savedmodel    # the generator alone
-    python infer.py --checkpoint srgan_savedmodel photo.jpg -o out/     # the same from the export
+    python infer.py photo.jpg folder/ -o out/                        # the shipped SRGAN: out/photo_x4.png, ...
+    python infer.py --model srresnet photo.jpg -o out/                # the shipped SRResNet (MSE)
+    python infer.py --model runs/NAME photo.jpg -o out/               # a run of your own (--checkpoint: the same)
+    python infer.py --model runs/NAME --export srgan_savedmodel       # the generator alone, as a SavedModel
+    python infer.py --model runs/NAME --export-generator weights/mine.npz   # its inference weights alone (6 MB)
 
 Any size (large images go through in overlapping tiles, blended, so memory stays bounded), JPEG, PNG
 or BMP; grayscale stays grayscale, RGBA keeps its alpha (upscaled bicubically), 16-bit PNGs give
@@ -10,6 +12,7 @@ or BMP; grayscale stays grayscale, RGBA keeps its alpha (upscaled bicubically), 
 unless --overwrite.
 """
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -28,6 +31,58 @@ from utils import CLIError
 
 SERVE = [tf1.saved_model.tag_constants.SERVING]
 FLOAT_SIGNATURE, UINT8_SIGNATURE = "serving_default", "uint8"
+WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")  # the shipped generators and their cards
+SHIPPED = "generators.json"  # in WEIGHTS: {name: {"file", "sha256", the model card's fields}}
+DEFAULT_MODEL = "srgan"
+BLOCKS_KEY = "blocks"  # in an exported .npz, beside the generator's variables (all named generator/...)
+
+# ----------------------------------------------------------------------------- the shipped generators
+
+def shipped_generators():
+    """{name: entry} of WEIGHTS/generators.json, else CLIError."""
+    path = os.path.join(WEIGHTS, SHIPPED)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"cannot read {path}, which lists the shipped generators: {e}") from None
+
+
+def resolve_model(model):
+    """The path of the generator `model` names: an existing path as it is; a shipped generator's name (srresnet,
+    srgan) its .npz in WEIGHTS once its sha256 is the one generators.json records, else CLIError."""
+    if os.path.exists(model):
+        return model
+    shipped = shipped_generators()
+    if model not in shipped:
+        return model  # the loader says there is no such run, checkpoint or file
+    path = os.path.join(WEIGHTS, shipped[model]["file"])
+    expected = shipped[model]["sha256"]
+    if not expected:
+        raise CLIError(f"the {model} generator is not shipped yet ({SHIPPED} has no sha256 for {path}): pass --model "
+                       "with a run directory, checkpoint or .npz of your own")
+    if not os.path.isfile(path):
+        raise CLIError(f"{path}, the shipped {model} generator, is missing: restore it (git checkout -- weights/), "
+                       "or pass --model with a run directory, checkpoint or .npz of your own")
+    digest = utils.sha256_file(path)
+    if digest != expected:
+        raise CLIError(f"{path} is damaged or replaced: its sha256 is {digest}, {SHIPPED} says {expected}; "
+                       "restore it (git checkout -- weights/)")
+    return path
+
+
+def weights_source(path):
+    """(what the generator at `path` is read from: the .npz, SavedModel or checkpoint prefix, a run directory's
+    newest; the sha256 of its files, those of a checkpoint or SavedModel taken in name order), else CLIError."""
+    if os.path.isfile(path):
+        return path, utils.sha256_file(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        source, files = path, sorted(glob.glob(os.path.join(path, "variables", "*")))
+    else:
+        source = run_config(path)[0]
+        files = sorted(f for f in glob.glob(glob.escape(source) + ".*") if not f.endswith(".meta"))
+    return source, utils.sha256_file(*files)
+
 
 # ----------------------------------------------------------------------------- the generator
 
@@ -49,20 +104,28 @@ def run_config(path):
         raise CLIError(f"cannot read {config}, which says how to rebuild the generator: {e}") from None
 
 
-def check_architecture(checkpoint, variables, blocks):
-    """The checkpoint's variable names, or CLIError unless it holds exactly these generator variables (e.g. not
-    other --blocks)."""
+def count_blocks(names):
+    """The residual blocks of a generator whose variables have these names (generator/res<i>/...)."""
+    return len({name.split("/")[1] for name in names if name.startswith("generator/res")})
+
+
+def checkpoint_shapes(checkpoint):
+    """{variable name: shape} of a checkpoint, else CLIError."""
     try:
-        stored = dict(tf.train.list_variables(checkpoint))
+        return dict(tf.train.list_variables(checkpoint))
     except (tf.errors.OpError, ValueError) as e:
         raise CLIError(f"cannot read checkpoint {checkpoint}: {utils.first_line(e)}") from None
-    stored_blocks = len({name.split("/")[1] for name in stored if name.startswith("generator/res")})
+
+
+def check_architecture(source, stored, variables, blocks, said="its config.json says"):
+    """CLIError unless `stored` ({name: shape} of the weights in `source`) holds each of these generator
+    variables, with `blocks` residual blocks (the number `said` gives, e.g. not another --blocks)."""
+    stored_blocks = count_blocks(stored)
     if stored_blocks != blocks:
-        raise CLIError(f"{checkpoint} has a generator with {stored_blocks} residual blocks, its config.json says {blocks}")
+        raise CLIError(f"{source} has a generator with {stored_blocks} residual blocks, {said} {blocks}")
     for v in variables:
-        if stored.get(v.op.name) != v.shape.as_list():
-            raise CLIError(f"{checkpoint} does not hold the generator variable {v.op.name} {v.shape.as_list()}")
-    return set(stored)
+        if list(stored.get(v.op.name, ())) != v.shape.as_list():
+            raise CLIError(f"{source} does not hold the generator variable {v.op.name} {v.shape.as_list()}")
 
 
 def build_generator(blocks):
@@ -82,7 +145,8 @@ def restore_generator(sess, path):
     checkpoint, config = run_config(path)
     signatures = build_generator(config["blocks"])
     variables = tf1.global_variables()
-    stored = check_architecture(checkpoint, variables, config["blocks"])
+    stored = checkpoint_shapes(checkpoint)
+    check_architecture(checkpoint, stored, variables, config["blocks"])
     # A run trained with --g-ema: each weight from its moving average.
     names = {v.op.name + "/" + EMA if v.op.name + "/" + EMA in stored else v.op.name: v for v in variables}
     try:
@@ -92,6 +156,35 @@ def restore_generator(sess, path):
     return checkpoint, signatures
 
 
+def read_npz(path):
+    """({variable name: float32 array}, blocks) of a generator exported with --export-generator, else CLIError."""
+    try:
+        with np.load(path) as z:
+            return {name: z[name] for name in z.files if name != BLOCKS_KEY}, int(z[BLOCKS_KEY])
+    except Exception as e:  # np.load raises OSError, ValueError, KeyError, BadZipFile, EOFError..., by the damage
+        raise CLIError(f"cannot read the generator {path}: {utils.first_line(e)}") from None
+
+
+def assign(sess, variables, weights):
+    """Set each variable to weights[its name]; adds no ops, so it works on a finalized graph and leaves no copy
+    of the weights in it (nor in a SavedModel of it)."""
+    for v in variables:
+        v.load(weights[v.op.name], sess)
+
+
+def load_generator(sess, path):
+    """Build the generator into sess.graph and give it the weights of an exported .npz, or those of a run or
+    checkpoint (restore_generator); returns (the .npz or checkpoint, signatures)."""
+    if not path.endswith(".npz"):
+        return restore_generator(sess, path)
+    weights, blocks = read_npz(path)
+    signatures = build_generator(blocks)
+    variables = tf1.global_variables()
+    check_architecture(path, {name: list(a.shape) for name, a in weights.items()}, variables, blocks, "its 'blocks' says")
+    assign(sess, variables, weights)
+    return path, signatures
+
+
 def export(path, out_dir):
     """Write the generator of a run (or checkpoint) as a SavedModel with float and uint8 signatures, atomically."""
     if os.path.exists(out_dir):
@@ -99,7 +192,7 @@ def export(path, out_dir):
     tmp = os.path.join(os.path.dirname(os.path.abspath(out_dir)), f".tmp-export-{os.getpid()}")
     try:
         with tf.Graph().as_default(), tf1.Session() as sess:
-            _, signatures = restore_generator(sess, path)
+            _, signatures = load_generator(sess, path)
             builder = tf1.saved_model.Builder(tmp)
             builder.add_meta_graph_and_variables(
                 sess, SERVE, strip_default_attrs=True,
@@ -112,8 +205,27 @@ def export(path, out_dir):
         raise
 
 
+def generator_weights(path):
+    """{variable name: float32 array} of the generator at `path` (run directory, checkpoint, SavedModel or .npz)
+    as inference runs it: each weight's moving average when the run kept one (--g-ema), batch norm's moving
+    statistics."""
+    upscaler = Upscaler(path)
+    try:
+        return upscaler.weights()
+    finally:
+        upscaler.close()
+
+
+def export_generator(path, out):
+    """Write the generator at `path` as one .npz of its inference weights (float32 arrays by variable name, and
+    `blocks`), atomically: the compact form of the shipped generators, 6 MB for 16 blocks."""
+    weights = generator_weights(path)
+    arrays = {name: np.asarray(a, np.float32) for name, a in weights.items()}
+    utils.write_atomic(out, lambda f: np.savez(f, **arrays, **{BLOCKS_KEY: np.int32(count_blocks(weights))}))
+
+
 class Upscaler:
-    """A session holding the generator, from a training run or checkpoint, or from an exported SavedModel."""
+    """A session holding the generator, from a training run, checkpoint or exported .npz, or from a SavedModel."""
 
     def __init__(self, path):
         self.graph = tf.Graph()
@@ -130,9 +242,14 @@ class Upscaler:
                 self.sr_output = self.graph.get_tensor_by_name(signature.outputs["sr"].name)
                 self.checkpoint = path
             else:
-                self.checkpoint, signatures = restore_generator(self.sess, path)
+                self.checkpoint, signatures = load_generator(self.sess, path)
                 self.lr_input, self.sr_output = signatures[FLOAT_SIGNATURE]
         self.graph.finalize()
+
+    def weights(self):
+        """{variable name: value} of the generator's variables."""
+        with self.graph.as_default():
+            return self.sess.run({v.op.name: v for v in tf1.global_variables()})
 
     def run(self, lr):
         """SR [h*4, w*4, 3] of one LR image [h, w, 3] in [-1, 1] in a single pass."""
@@ -232,19 +349,24 @@ def input_files(inputs):
 
 def build_parser():
     p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="run directory, checkpoint prefix, or exported SavedModel directory")
+    p.add_argument("--model", "--checkpoint", default=DEFAULT_MODEL,
+                   help="srgan (default) or srresnet, the generators shipped in weights/ (their sha256 checked "
+                        "against weights/generators.json), or a run directory, checkpoint prefix, SavedModel or "
+                        "exported .npz")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--out-dir", help="where the <name>_x4.png files go")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--tile", type=int, default=256, help="LR tile size (default 256; 0: the whole image at once)")
     p.add_argument("--overlap", type=int, default=32, help="LR pixels neighbouring tiles share (default 32)")
     p.add_argument("--export", metavar="DIR", help="write the generator as a SavedModel to DIR")
+    p.add_argument("--export-generator", metavar="FILE.npz", help="write the generator's inference weights (the "
+                   "moving averages of a --g-ema run, batch norm's statistics) as one .npz, as weights/ ships them")
     return p
 
 
 def check_args(args):
-    if not args.inputs and not args.export:
-        raise CLIError("nothing to do: give INPUT images with -o OUTDIR, or --export DIR")
+    if not args.inputs and not args.export and not args.export_generator:
+        raise CLIError("nothing to do: give INPUT images with -o OUTDIR, --export DIR or --export-generator FILE.npz")
     if args.inputs and not args.out_dir:
         raise CLIError("say where the outputs go with -o OUTDIR")
     if args.tile < 0 or (args.tile and not 0 <= 2 * args.overlap < args.tile):
@@ -253,6 +375,12 @@ def check_args(args):
         utils.check_folder(args.out_dir, "-o")
     if args.export:
         utils.check_folder(os.path.dirname(os.path.abspath(args.export)), "--export")
+    if args.export_generator:
+        if not args.export_generator.endswith(".npz"):
+            raise CLIError(f"--export-generator {args.export_generator}: the file name must end in .npz")
+        if os.path.exists(args.export_generator) and not args.overwrite:
+            raise CLIError(f"{args.export_generator} already exists; pass --overwrite to replace it")
+        utils.check_folder(os.path.dirname(os.path.abspath(args.export_generator)), "--export-generator")
 
 
 def main(argv=None):
@@ -263,14 +391,18 @@ def main(argv=None):
     try:
         check_args(args)
         outputs = utils.output_paths(input_files(args.inputs), args.out_dir or "", "_x4.png")
+        model = resolve_model(args.model)
         if args.export:
-            if os.path.isfile(os.path.join(args.checkpoint, "saved_model.pb")):
-                raise CLIError(f"{args.checkpoint} is already a SavedModel")
-            export(args.checkpoint, args.export)
+            if os.path.isfile(os.path.join(model, "saved_model.pb")):
+                raise CLIError(f"{model} is already a SavedModel")
+            export(model, args.export)
             print(f"exported the generator to {args.export}")
+        if args.export_generator:
+            export_generator(model, args.export_generator)
+            print(f"exported the generator's weights to {args.export_generator}")
         if not outputs:
             return 0
-        upscaler = Upscaler(args.checkpoint)
+        upscaler = Upscaler(model)
         try:
             for path, out in outputs.items():
                 if os.path.exists(out) and not args.overwrite:

@@ -1,5 +1,6 @@
 """The small things every command needs: one-line command-line errors, atomic file writes, PNGs and image grids."""
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -108,6 +109,16 @@ def write_atomic(path, write):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def sha256_file(*paths):
+    """Hex sha256 of the files' bytes, one after the other."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path, data):
