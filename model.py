@@ -283,6 +283,7 @@ class SRGAN:
 
         self.lr, self.hr = lr, hr
         self.Gz = generator(lr, config.blocks, training=True)
+        self.g_variables = tf1.global_variables("generator/")  # its weights and batch-norm statistics, no slot yet
         features_x, features_g = discriminator(hr), discriminator(self.Gz, reuse=True)
         # D's loss applies the dense head once to both calls' features, stacked: its large kernel is
         # read once each way instead of once per call, and the kernel's gradient is one matmul.

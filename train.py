@@ -3,6 +3,7 @@
     python train.py --preset quick                       # minutes on a CPU, on the sample photos
     python train.py --dataset places --data-dir DIR      # the report's settings on Places-205
     python train.py --pretrain-only --name srresnet      # then: python train.py --name srresnet --resume
+    python train.py --init-from srresnet --preset cpu    # the GAN phase from the shipped SRResNet
 
 Everything goes to runs/<name>/: config.json, checkpoints, TensorBoard events, samples/*.png.
 """
@@ -20,6 +21,7 @@ import time
 from tqdm import tqdm
 
 import data
+import infer
 import monitor
 import tflib
 import utils
@@ -43,6 +45,7 @@ DEFAULTS = dict(
     # The GAN phase's levers, at the paper's setting:
     d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0, g_ema=0.0,
     d_warmup_iters=0,
+    init_from=None,  # a new run's generator from a shipped or exported one: {"model", "path", "sha256"}
 )
 PRESETS = {
     "report": {},
@@ -121,6 +124,11 @@ def build_parser():
     p.add_argument("--name", help="run name: outputs go to <runs-dir>/<name> (default: dataset-preset-time)")
     p.add_argument("--runs-dir", help="default: runs")
     p.add_argument("--resume", action="store_true", help="continue the run <name> from its last checkpoint")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start a new run's generator (weights and batch-norm statistics) from srresnet or srgan, "
+                        "the generators shipped in weights/, or a run directory, checkpoint, SavedModel or "
+                        ".npz; the run then skips the pre-training and starts with the GAN phase, unless "
+                        "--pretrain-iters is given")
     p.add_argument("--hr-prep", choices=("crop", "resize"), help="random crop (default) or resize the whole image")
     p.add_argument("--vgg-weights", help=".npz, Keras .h5 or vgg16.npy (default: weights/, fetched offline)")
     p.add_argument("--lr", dest="learning_rate", type=float)
@@ -180,6 +188,8 @@ def make_config(argv=None):
         with open(saved) as f:
             cfg.update({k: v for k, v in json.load(f).items() if k in DEFAULTS and k not in NOT_RESUMED})
     cfg.update(flags)
+    if "init_from" in flags:
+        init_from(cfg, flags, resume)
     if cfg["name"] is None:
         cfg["name"] = f"{cfg['dataset']}-{cfg['preset']}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = os.path.join(cfg["runs_dir"], cfg["name"])
@@ -187,6 +197,18 @@ def make_config(argv=None):
         raise ConfigError(f"{run_dir} already exists: pass --resume to continue it, or choose another --name")
     check_config(cfg)
     return cfg, run_dir, resume
+
+
+def init_from(cfg, flags, resume):
+    """--init-from: cfg["init_from"] records the generator a new run starts from (as given, the file or checkpoint
+    read, its sha256), a shipped one checked first; with it the pre-training is skipped unless --pretrain-iters
+    says otherwise, as the shipped generators are trained already."""
+    if resume:
+        raise ConfigError("--init-from starts a new run; --resume continues one from its own checkpoint: pass one of them")
+    path, sha256 = infer.weights_source(infer.resolve_model(flags["init_from"]))
+    cfg["init_from"] = {"model": flags["init_from"], "path": path, "sha256": sha256}
+    if "pretrain_iters" not in flags:
+        cfg["pretrain_iters"] = 0
 
 
 def check_config(cfg):
@@ -329,6 +351,8 @@ class Trainer:
         self.start_session(weights)
         if checkpoint:
             self.restore(checkpoint, kept)
+        elif cfg["init_from"]:
+            self.init_generator(cfg["init_from"])
         if self.val_pairs:
             self.validator = validation.Validator(self.val_pairs, self.cfg["blocks"], weights)
             self.val_sources = self.validator.sources(self.graph)
@@ -391,6 +415,18 @@ class Trainer:
         self.sess.run(self.init)
         if self.model.vgg is not None:
             self.model.vgg.load(self.sess, weights)
+
+    def init_generator(self, source):
+        """--init-from, before step 0: the generator's variables from `source` (cfg["init_from"]), which must have
+        this run's --blocks; the moving average of its weights (--g-ema) starts from them."""
+        weights = infer.generator_weights(source["path"])
+        infer.check_architecture(source["path"], {name: list(a.shape) for name, a in weights.items()},
+                                 self.model.g_variables, self.cfg["blocks"], "this run's --blocks is")
+        infer.assign(self.sess, self.model.g_variables, weights)
+        if self.model.ema:
+            self.sess.run(self.model.ema_reset)
+        named = f" ({source['model']})" if source["model"] != source["path"] else ""
+        print(f"the generator starts from {source['path']}{named}, sha256 {source['sha256']}")
 
     def open_writer(self):
         """The run's TensorBoard FileWriter, with the graph; the run directory must exist."""
@@ -635,7 +671,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted before training started", file=sys.stderr)
         return 128 + signal.SIGINT
-    except (ConfigError, TrainingError, data.DataError, vgg16.WeightsError, OSError) as e:
+    except (ConfigError, TrainingError, utils.CLIError, data.DataError, vgg16.WeightsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"done: checkpoints, TensorBoard events and sample grids are in {run_dir}/ "
