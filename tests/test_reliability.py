@@ -322,7 +322,7 @@ def test_a_run_directory_in_use_stops_a_second_training_until_the_first_dies(tmp
     run_dir = tmp_path / "r"
     first = start(*FAST, "--runs-dir", str(tmp_path), "--name", "r", "--pretrain-iters", "100000")
     try:
-        wait_for(lambda: saved_steps(run_dir), first)
+        wait_for(lambda: tf.train.latest_checkpoint(run_dir), first)  # the state file, written after the files
         step = checkpoint_state(run_dir)[0]
         second = train("--runs-dir", str(tmp_path), "--name", "r", "--resume", "--pretrain-iters", str(step + 2),
                        "--pretrain-only")
