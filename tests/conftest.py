@@ -69,7 +69,10 @@ def run_in_turn(commands):
     commands = [[os.path.join(ROOT, script), *map(str, args)] for script, *args in commands]
     with tempfile.TemporaryDirectory() as folder:
         subprocess.run([sys.executable, "-c", IN_TURN, json.dumps(commands), folder], cwd=ROOT, check=True, timeout=600)
-        read = lambda i, kind: open(os.path.join(folder, f"{i}.{kind}"), errors="replace").read()  # noqa: E731
+
+        def read(i, kind):
+            with open(os.path.join(folder, f"{i}.{kind}"), errors="replace") as f:
+                return f.read()
         return [subprocess.CompletedProcess(argv, int(read(i, "code")), read(i, "out"), read(i, "err"))
                 for i, argv in enumerate(commands)]
 
