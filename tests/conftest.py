@@ -1,5 +1,8 @@
+import json
 import os
+import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -25,6 +28,53 @@ def tiny_run(tmp_path_factory, vgg_weights):
                              "--name", "tiny", "--runs-dir", str(runs)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     return runs / "tiny"
+
+
+# Runs command lines of this project's scripts one after another in one Python process, each as
+# `python SCRIPT ARGS...` runs it (runpy, as __main__, with its own sys.argv) and with file descriptors 1
+# and 2 sent to files of its own, so that TensorFlow's C++ output is caught too. The modules the scripts
+# import, TensorFlow first, are imported once for all of them instead of once per command.
+IN_TURN = """
+import json, os, runpy, sys, traceback
+commands, folder = json.loads(sys.argv[1]), sys.argv[2]
+for i, argv in enumerate(commands):
+    saved = os.dup(1), os.dup(2)
+    with open(f"{folder}/{i}.out", "w") as out, open(f"{folder}/{i}.err", "w") as err:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.argv = argv
+        try:
+            runpy.run_path(argv[0], run_name="__main__")
+            code = 0
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+    with open(f"{folder}/{i}.code", "w") as f:
+        f.write(str(code))
+"""
+
+
+def run_in_turn(commands):
+    """[(script, *args)] run as by subprocess.run([python, script, *args], cwd=ROOT), but all in one process
+    (IN_TURN); their subprocess.CompletedProcess results, in order."""
+    commands = [[os.path.join(ROOT, script), *map(str, args)] for script, *args in commands]
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run([sys.executable, "-c", IN_TURN, json.dumps(commands), folder], cwd=ROOT, check=True, timeout=600)
+
+        def read(i, kind):
+            with open(os.path.join(folder, f"{i}.{kind}"), errors="replace") as f:
+                return f.read()
+        return [subprocess.CompletedProcess(argv, int(read(i, "code")), read(i, "out"), read(i, "err"))
+                for i, argv in enumerate(commands)]
 
 
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")

@@ -15,7 +15,7 @@ import data
 import infer
 import metrics
 import niqe
-from conftest import ROOT, assert_one_error_line
+from conftest import ROOT, assert_one_error_line, run_in_turn
 from test_data import write_png16
 
 PHOTO = skimage.data.astronaut()
@@ -152,23 +152,38 @@ BAD_INPUTS = {
 SHARED_WITH_INFER = ("no checkpoint in run", "other blocks")  # evaluate.py loads the generator through infer.py
 
 
-@pytest.mark.parametrize("script, case, message", [("infer.py", case, message) for case, message in BAD_INPUTS.items()] +
-                         [("evaluate.py", case, message) for case, message in BAD_INPUTS.items() if case not in SHARED_WITH_INFER])
-def test_bad_input_is_one_clear_line(script, case, message, tiny_run, bad_runs, tmp_path):
-    checkpoint = {"missing checkpoint": bad_runs / "nothing", "no checkpoint in run": bad_runs / "empty",
-                  "other blocks": bad_runs / "other-blocks"}.get(case, tiny_run)
-    image = {"missing input": bad_runs / "absent.png", "unreadable image": bad_runs / "broken.png"}.get(case, bad_runs / "good.png")
-    if script == "infer.py":
-        args = ["--checkpoint", checkpoint, image, "-o", tmp_path / "out"]
-    else:
-        folder = tmp_path / "set"
-        folder.mkdir()
-        if case == "unreadable image":
-            shutil.copy(bad_runs / "broken.png", folder)
+BAD_INPUT_COMMANDS = ([("infer.py", case, message) for case, message in BAD_INPUTS.items()] +
+                      [("evaluate.py", case, message) for case, message in BAD_INPUTS.items() if case not in SHARED_WITH_INFER])
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tiny_run, bad_runs, tmp_path_factory):
+    """{(script, case): (the case's folder, the result)} of BAD_INPUT_COMMANDS, run in one process."""
+    commands, folders = [], []
+    for script, case, _ in BAD_INPUT_COMMANDS:
+        tmp_path = tmp_path_factory.mktemp("case")
+        checkpoint = {"missing checkpoint": bad_runs / "nothing", "no checkpoint in run": bad_runs / "empty",
+                      "other blocks": bad_runs / "other-blocks"}.get(case, tiny_run)
+        image = {"missing input": bad_runs / "absent.png", "unreadable image": bad_runs / "broken.png"}.get(case, bad_runs / "good.png")
+        if script == "infer.py":
+            args = ["--checkpoint", checkpoint, image, "-o", tmp_path / "out"]
         else:
-            shutil.copy(bad_runs / "good.png", folder)
-        args = ["--checkpoint", checkpoint, "--data", image if case == "missing input" else folder]
-    result = cli(script, *args, *(["--frobnicate"] if case == "unknown flag" else []))
+            folder = tmp_path / "set"
+            folder.mkdir()
+            if case == "unreadable image":
+                shutil.copy(bad_runs / "broken.png", folder)
+            else:
+                shutil.copy(bad_runs / "good.png", folder)
+            args = ["--checkpoint", checkpoint, "--data", image if case == "missing input" else folder]
+        commands.append((script, *args, *(["--frobnicate"] if case == "unknown flag" else [])))
+        folders.append(tmp_path)
+    results = run_in_turn(commands)
+    return {(script, case): (folder, result) for (script, case, _), folder, result in zip(BAD_INPUT_COMMANDS, folders, results)}
+
+
+@pytest.mark.parametrize("script, case, message", BAD_INPUT_COMMANDS)
+def test_bad_input_is_one_clear_line(bad_input_results, script, case, message):
+    tmp_path, result = bad_input_results[script, case]
     assert_one_error_line(result, message)
     assert not os.path.exists(tmp_path / "out")
 

@@ -20,7 +20,7 @@ import data
 import infer
 import train as train_module
 import utils
-from conftest import ROOT, assert_one_error_line
+from conftest import ROOT, assert_one_error_line, run_in_turn
 from test_data import png_chunk, write_png16
 from test_infer import cli
 from test_train import TINY, checkpoint_state, train
@@ -175,7 +175,7 @@ def test_the_start_refuses_a_disk_without_room_for_the_checkpoints(disk):
 
 
 # A run of the tiny configuration in a process of its own (pytest's output capture and the other
-# tests' allocations would blur it) that reports, over 200 GAN iterations after a warm-up, how much
+# tests' allocations would blur it) that reports, over 200 GAN iterations after a warm-up of 50, how much
 # Python memory is still held (tracemalloc: exact) and how far the resident size's high-water mark
 # rose (noisy: TensorFlow's allocator caches swing it by ~20 MB).
 MEASURE_MEMORY = """
@@ -194,10 +194,10 @@ os.makedirs(run_dir)
 with trainer.graph.as_default():
     trainer.open_writer()
     trainer.run_phase(0, 0, 20, trainer.pretrain_step)
-    trainer.run_phase(1, 20, 270, trainer.gan_step)
+    trainer.run_phase(1, 20, 70, trainer.gan_step)
     tracemalloc.start()
     peak, python = peak_mb(), tracemalloc.get_traced_memory()[0]
-    trainer.run_phase(1, 270, 470, trainer.gan_step)
+    trainer.run_phase(1, 70, 270, trainer.gan_step)
     print(f"peak RSS {peak:.0f} MB: +{peak_mb() - peak:.1f} MB, Python +{(tracemalloc.get_traced_memory()[0] - python) / 1e6:.3f} MB")
 """
 
@@ -209,7 +209,8 @@ def test_memory_stays_flat_over_hundreds_of_steps(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = re.search(r"peak RSS \d+ MB: \+([\d.]+) MB, Python \+(-?[\d.]+) MB", result.stdout)
     print(report.group(0))
-    # Measured: Python +0.08 MB; RSS +0 to +18 MB (TINY writes an image summary every other step).
+    # Measured: Python +0.08 to +0.10 MB; RSS +0 to +18 MB (TINY writes an image summary every other step;
+    # after 250 warm-up iterations as after 50).
     # Keeping one 32x32 crop per step (12 KB) breaks the first bound; leaking 100 KB per sess.run the second.
     assert float(report.group(2)) < 1
     assert float(report.group(1)) < 40
@@ -260,22 +261,38 @@ def booby_trapped_npy(path, marker, nested):
     np.save(path, np.array(content, dtype=object), allow_pickle=True)
 
 
-@pytest.mark.parametrize("nested", [False, True], ids=["object", "inside the dict"])
-@pytest.mark.parametrize("how", ["vgg16.py --check", "train.py --vgg-weights", "evaluate.py --vgg-weights"])
-def test_a_weights_file_cannot_run_code(tiny_run, tmp_path, how, nested):
-    weights, marker = tmp_path / "vgg16.npy", tmp_path / "code-ran"
-    booby_trapped_npy(weights, marker, nested)
-    if how.startswith("vgg16"):
-        result = cli("vgg16.py", "--check", weights)
-    elif how.startswith("train"):
-        result = cli("train.py", *TINY, "--runs-dir", tmp_path, "--name", "t", "--vgg-weights", weights)
-    else:
-        (tmp_path / "set").mkdir()
-        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "set" / "black.png")
-        result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", tmp_path / "set", "--vgg-weights", weights,
-                     "--out-dir", tmp_path / "eval")
-    assert not marker.exists(), "unpickling the weights file ran its code"
-    assert str(weights) in assert_one_error_line(result, "refused")
+WEIGHTS_CASES = [(how, nested) for how in ("vgg16.py --check", "train.py --vgg-weights", "evaluate.py --vgg-weights")
+                 for nested in (False, True)]
+
+
+@pytest.fixture(scope="module")
+def weights_results(tiny_run, tmp_path_factory):
+    """{(how, nested): (the case's folder, the result)}: each command of WEIGHTS_CASES given a booby-trapped
+    weights file in a folder of its own, all run in one process."""
+    commands, folders = [], []
+    for how, nested in WEIGHTS_CASES:
+        tmp_path = tmp_path_factory.mktemp("weights")
+        weights = tmp_path / "vgg16.npy"
+        booby_trapped_npy(weights, tmp_path / "code-ran", nested)
+        if how.startswith("vgg16"):
+            commands.append(("vgg16.py", "--check", weights))
+        elif how.startswith("train"):
+            commands.append(("train.py", *TINY, "--runs-dir", tmp_path, "--name", "t", "--vgg-weights", weights))
+        else:
+            (tmp_path / "set").mkdir()
+            Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "set" / "black.png")
+            commands.append(("evaluate.py", "--checkpoint", tiny_run, "--data", tmp_path / "set", "--vgg-weights", weights,
+                             "--out-dir", tmp_path / "eval"))
+        folders.append(tmp_path)
+    return dict(zip(WEIGHTS_CASES, zip(folders, run_in_turn(commands))))
+
+
+@pytest.mark.parametrize("how, nested", WEIGHTS_CASES,
+                         ids=[f"{how}-{'inside the dict' if nested else 'object'}" for how, nested in WEIGHTS_CASES])
+def test_a_weights_file_cannot_run_code(weights_results, how, nested):
+    tmp_path, result = weights_results[how, nested]
+    assert not (tmp_path / "code-ran").exists(), "unpickling the weights file ran its code"
+    assert str(tmp_path / "vgg16.npy") in assert_one_error_line(result, "refused")
     assert not (tmp_path / "t").exists() and not (tmp_path / "eval").exists()
 
 
@@ -322,7 +339,7 @@ def test_a_run_directory_in_use_stops_a_second_training_until_the_first_dies(tmp
     run_dir = tmp_path / "r"
     first = start(*FAST, "--runs-dir", str(tmp_path), "--name", "r", "--pretrain-iters", "100000")
     try:
-        wait_for(lambda: saved_steps(run_dir), first)
+        wait_for(lambda: tf.train.latest_checkpoint(run_dir), first)  # the state file, written after the files
         step = checkpoint_state(run_dir)[0]
         second = train("--runs-dir", str(tmp_path), "--name", "r", "--resume", "--pretrain-iters", str(step + 2),
                        "--pretrain-only")
@@ -445,33 +462,59 @@ INFER_ONE_LINERS = {  # case: words the one error line must hold
 }
 
 
+@pytest.fixture(scope="module")
+def infer_one_liner_results(tiny_run, tmp_path_factory):
+    """{case: (the case's folder, its files before, the result)} of infer.py in each case of INFER_ONE_LINERS,
+    all run in one process."""
+    cases = {}
+    for case in INFER_ONE_LINERS:
+        tmp_path = tmp_path_factory.mktemp("infer")
+        good, file = tmp_path / "good.png", tmp_path / "file"
+        write_rgb(good, (8, 8))
+        file.write_text("a user's file\n")
+        if case == "decompression bomb":
+            (tmp_path / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+            args = [tmp_path / "bomb.png", "-o", tmp_path / "out"]
+        elif case == "-o names a file":
+            args = [good, "-o", file]
+        elif case == "--export under a file":
+            args = ["--export", file / "model"]
+        else:
+            (tmp_path / "broken16.png").write_bytes(png_claiming(8, 8, depth=16))
+            args = [tmp_path / "broken16.png", "-o", tmp_path / "out"]
+        cases[case] = tmp_path, sorted(os.listdir(tmp_path)), ("infer.py", "--checkpoint", tiny_run, *args)
+    results = run_in_turn([command for _, _, command in cases.values()])
+    return {case: (tmp_path, before, result) for (case, (tmp_path, before, _)), result in zip(cases.items(), results)}
+
+
 @pytest.mark.parametrize("case, words", INFER_ONE_LINERS.items(), ids=list(INFER_ONE_LINERS))
-def test_infer_bad_situations_are_one_line(tiny_run, tmp_path, case, words):
-    good, file = tmp_path / "good.png", tmp_path / "file"
-    write_rgb(good, (8, 8))
-    file.write_text("a user's file\n")
-    if case == "decompression bomb":
-        (tmp_path / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
-        args = [tmp_path / "bomb.png", "-o", tmp_path / "out"]
-    elif case == "-o names a file":
-        args = [good, "-o", file]
-    elif case == "--export under a file":
-        args = ["--export", file / "model"]
-    else:
-        (tmp_path / "broken16.png").write_bytes(png_claiming(8, 8, depth=16))
-        args = [tmp_path / "broken16.png", "-o", tmp_path / "out"]
-    before = sorted(os.listdir(tmp_path))
-    error = assert_one_error_line(cli("infer.py", "--checkpoint", tiny_run, *args), words)
+def test_infer_bad_situations_are_one_line(infer_one_liner_results, case, words):
+    tmp_path, before, result = infer_one_liner_results[case]
+    error = assert_one_error_line(result, words)
     assert "Graph execution error" not in error
-    assert sorted(os.listdir(tmp_path)) == before and file.read_text() == "a user's file\n"
+    assert sorted(os.listdir(tmp_path)) == before and (tmp_path / "file").read_text() == "a user's file\n"
 
 
-@pytest.mark.parametrize("side", [6, 8, 16, 19])
-def test_evaluate_refuses_images_too_small_to_score_before_the_work(tiny_run, tmp_path, side):
-    (tmp_path / "set").mkdir()
-    write_rgb(tmp_path / "set" / "big.png", (40, 40))
-    write_rgb(tmp_path / "set" / "tiny.png", (side, 40))
-    result = cli("evaluate.py", "--checkpoint", tiny_run, "--data", tmp_path / "set", "--out-dir", tmp_path / "eval")
+TOO_SMALL = [6, 8, 16, 19]
+
+
+@pytest.fixture(scope="module")
+def too_small_results(tiny_run, tmp_path_factory):
+    """{side: (the case's folder, the result)}: evaluate.py on a set holding an image `side` pixels high,
+    for each side of TOO_SMALL, all run in one process."""
+    folders = [tmp_path_factory.mktemp("small") for _ in TOO_SMALL]
+    for tmp_path, side in zip(folders, TOO_SMALL):
+        (tmp_path / "set").mkdir()
+        write_rgb(tmp_path / "set" / "big.png", (40, 40))
+        write_rgb(tmp_path / "set" / "tiny.png", (side, 40))
+    results = run_in_turn([("evaluate.py", "--checkpoint", tiny_run, "--data", tmp_path / "set", "--out-dir", tmp_path / "eval")
+                           for tmp_path in folders])
+    return dict(zip(TOO_SMALL, zip(folders, results)))
+
+
+@pytest.mark.parametrize("side", TOO_SMALL)
+def test_evaluate_refuses_images_too_small_to_score_before_the_work(too_small_results, side):
+    tmp_path, result = too_small_results[side]
     assert "tiny.png" in assert_one_error_line(result, "too small")
     assert not (tmp_path / "eval").exists()
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 import infer
 import tflib
 import train as train_py
-from conftest import ROOT, assert_one_error_line
+from conftest import ROOT, assert_one_error_line, run_in_turn
 from model import EMA
 
 tf1 = tf.compat.v1
@@ -91,7 +91,7 @@ def test_a_copy_of_a_pretrained_run_resumes_with_the_gan_phase(pretrained):
     assert json.loads((run_dir / "config.json").read_text())["blocks"] == 2  # the saved config was kept
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_INPUTS = [
     (["--dataset", "places", "--data-dir", "/nonexistent/places"], "Places-205"),
     (["--dataset", "dogs", "--data-dir", "/nonexistent"], "Images/<synset-breed>"),
     (["--hr-size", "30"], "--hr-size"),
@@ -106,11 +106,23 @@ def test_a_copy_of_a_pretrained_run_resumes_with_the_gan_phase(pretrained):
     (["--real-label", "1.1"], "--real-label must be in (0, 1]"),
     (["--pixel-weight", "0.01"], "--pixel-weight weights the MSE term, which --content-loss vgg leaves out"),
     (["--runs-dir", "/dev/null/runs"], "Not a directory"),
-])
-def test_bad_input_is_one_clear_line(tmp_path, args, message):
-    result = train(*TINY, "--runs-dir", str(tmp_path), "--pretrain-iters", "1", *args)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory):
+    """{args: (the runs directory, the result)} of train.py on each of BAD_INPUTS, in one process."""
+    runs = [tmp_path_factory.mktemp("bad") for _ in BAD_INPUTS]
+    results = run_in_turn([("train.py", *TINY, "--runs-dir", folder, "--pretrain-iters", "1", *args)
+                           for folder, (args, _) in zip(runs, BAD_INPUTS)])
+    return {tuple(args): (folder, result) for (args, _), folder, result in zip(BAD_INPUTS, runs, results)}
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS)
+def test_bad_input_is_one_clear_line(bad_input_results, args, message):
+    runs_dir, result = bad_input_results[tuple(args)]
     assert_one_error_line(result, message)
-    assert not os.listdir(tmp_path), "a failed start must leave no run directory behind"
+    assert not os.listdir(runs_dir), "a failed start must leave no run directory behind"
 
 
 def test_a_checkpoint_of_another_architecture_is_one_clear_line(pretrained):

@@ -15,6 +15,7 @@ import infer
 import metrics
 import train as train_module
 import validation
+from conftest import run_in_turn
 from model import EMA, SRGAN, SRGANConfig, generator
 from test_train import train
 from tflib import tf, tf1
@@ -204,15 +205,14 @@ def test_the_drift_warning_fires_on_broken_moving_averages_and_not_on_matched_on
 
 
 def test_validation_flags_are_checked(tmp_path):
-    result = train(*TINY_VAL, "--val-every", "0", "--keep-best", "niqe", "--runs-dir", str(tmp_path))
-    assert result.returncode != 0 and "error: --keep-best needs validation" in result.stderr
     (tmp_path / "small").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "small" / "tiny.png")
-    result = train(*TINY_VAL, "--val-dir", str(tmp_path / "small"), "--runs-dir", str(tmp_path))
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "is 8x8: it needs at least 16 pixels a side" in result.stderr
-    result = train(*TINY_VAL, "--val-dir", str(tmp_path / "absent"), "--runs-dir", str(tmp_path))
-    assert result.returncode != 0 and f"error: --val-dir {tmp_path / 'absent'} is not a directory" in result.stderr
+    keep_best, small, absent = run_in_turn([("train.py", *TINY_VAL, *args, "--runs-dir", tmp_path) for args in (
+        ["--val-every", "0", "--keep-best", "niqe"], ["--val-dir", tmp_path / "small"], ["--val-dir", tmp_path / "absent"])])
+    assert keep_best.returncode != 0 and "error: --keep-best needs validation" in keep_best.stderr
+    assert small.returncode != 0 and "Traceback" not in small.stderr
+    assert "is 8x8: it needs at least 16 pixels a side" in small.stderr
+    assert absent.returncode != 0 and f"error: --val-dir {tmp_path / 'absent'} is not a directory" in absent.stderr
     assert not any(p.name != "small" for p in tmp_path.iterdir())  # nothing written
 
 
