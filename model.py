@@ -80,17 +80,26 @@ def dense(x, units, name="dense"):
 
 def batch_norm(x, training, name="bn", momentum=0.99, epsilon=1e-3):
     """Fused batch norm: batch statistics when training (moving averages updated through
-    UPDATE_OPS, which the optimizers of this network depend on), moving averages otherwise."""
+    UPDATE_OPS, which the optimizers of this network depend on), moving averages otherwise.
+    training may be a boolean tensor: where it is false, the moving averages are used and stay as they are."""
     with tf1.variable_scope(name):
         channels = x.shape[-1]
         gamma = tf1.get_variable("gamma", [channels], initializer=tf1.ones_initializer())
         beta = tf1.get_variable("beta", [channels], initializer=tf1.zeros_initializer())
         moving_mean = tf1.get_variable("moving_mean", [channels], initializer=tf1.zeros_initializer(), trainable=False)
         moving_var = tf1.get_variable("moving_variance", [channels], initializer=tf1.ones_initializer(), trainable=False)
-        if not training:
+
+        def frozen():
             y, _, _ = tf1.nn.fused_batch_norm(x, gamma, beta, moving_mean, moving_var, epsilon, is_training=False)
-            return y
-        y, mean, var = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon, is_training=True)
+            return y, tf.identity(moving_mean), tf.identity(moving_var)
+
+        if training is False:
+            return frozen()[0]
+        if training is True:
+            y, mean, var = tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon, is_training=True)
+        else:
+            y, mean, var = tf.cond(training, lambda: tf1.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon,
+                                                                             is_training=True), frozen)
         for moving, batch in ((moving_mean, mean), (moving_var, var)):
             # A network called twice in one step (D on real, then on generated images) updates its
             # averages in call order, not in whatever order the threads reach them.
@@ -138,8 +147,8 @@ def sigmoid_cross_entropy(label, logits):
 def generator(x, blocks, training, reuse=False, getter=None):
     """SRResNet: k9n64s1 PReLU; B residual blocks (k3n64s1 BN PReLU k3n64s1 BN, + skip);
     k3n64s1 BN + long skip; 2 x (k3n256s1, sub-pixel x2, PReLU); k9n3s1; tanh. A function of its
-    own, so that inference and export can build it alone (training=False: BN on its moving averages).
-    getter: a custom getter for its variables (the moving averages of its weights)."""
+    own, so that inference and export can build it alone (training=False: BN on its moving averages;
+    a boolean tensor: batch statistics where it is true). getter: a custom getter for its variables (the moving averages of its weights)."""
     with tf1.variable_scope("generator", reuse=reuse, custom_getter=getter):
         x = prelu(conv2d(x, 64, 9, name="conv_in"), name="prelu_in")
         skip = x
@@ -257,6 +266,7 @@ class SRGANConfig:
     adv_weight: float = ADV_WEIGHT    # the adversarial loss's weight in G's loss (the VGG loss's is 1)
     pixel_weight: float = 1.0         # the MSE's weight in the content loss, when content_loss has it
     g_ema: float = 0.0                # decay of a moving average of G's weights, for inference (0: none)
+    freeze_g_bn: bool = False         # GAN phase: G's batch norm on its moving averages, not updated
 
     def __post_init__(self):
         if self.content_loss not in CONTENT_LOSSES:
@@ -282,7 +292,9 @@ class SRGAN:
             self.next_phase = self.phase.assign_add(1, name="next_phase")
 
         self.lr, self.hr = lr, hr
-        self.Gz = generator(lr, config.blocks, training=True)
+        # freeze_g_bn: the GAN phase trains the generator as inference runs it, on its pre-trained moving averages
+        g_training = tf.equal(self.phase, 0, name="pretraining") if config.freeze_g_bn else True
+        self.Gz = generator(lr, config.blocks, training=g_training)
         self.g_variables = tf1.global_variables("generator/")  # its weights and batch-norm statistics, no slot yet
         features_x, features_g = discriminator(hr), discriminator(self.Gz, reuse=True)
         # D's loss applies the dense head once to both calls' features, stacked: its large kernel is

@@ -44,7 +44,7 @@ DEFAULTS = dict(
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
     # The GAN phase's levers, at the paper's setting:
     d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0, g_ema=0.0,
-    d_warmup_iters=0,
+    d_warmup_iters=0, freeze_g_bn=False,
     init_from=None,  # a new run's generator from a shipped or exported one: {"model", "path", "sha256"}
 )
 PRESETS = {
@@ -151,6 +151,9 @@ def build_parser():
     p.add_argument("--g-ema", type=float, metavar="DECAY", help="keep a moving average of the generator's weights "
                    "through the GAN phase, e.g. 0.999, for the samples, validation, evaluate.py, infer.py and the "
                    "export (default 0: none)")
+    p.add_argument("--freeze-g-bn", action=argparse.BooleanOptionalAction,
+                   help="in the GAN phase, run the generator's batch norm on its pre-trained moving averages, not "
+                        "updated: trained as inference runs it (default: batch statistics, the paper's)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
     p.add_argument("--d-warmup-iters", type=int, help="the first N GAN iterations update the discriminator alone, "
@@ -252,7 +255,7 @@ def model_config(cfg):
         cosine_iters=cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None,
         precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"],
         real_label=cfg["real_label"], gan_loss=cfg["gan_loss"], adv_weight=cfg["adv_weight"],
-        pixel_weight=cfg["pixel_weight"], g_ema=cfg["g_ema"])
+        pixel_weight=cfg["pixel_weight"], g_ema=cfg["g_ema"], freeze_g_bn=cfg["freeze_g_bn"])
 
 
 def check_free_space(run_dir, checkpoint_bytes, kept):

@@ -504,3 +504,23 @@ def test_the_generators_moving_average_starts_from_the_pretrained_weights_then_d
         for weight, average in generator_weights(sess, model).values():
             np.testing.assert_array_equal(average, weight)
         assert not np.allclose(sr, sess.run(model.sr_output, {model.lr_input: batch(9)[0]}), atol=1e-4)
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_g_bn_trains_the_gan_phase_on_the_moving_averages_as_inference_runs(freeze):
+    graph, model, init, _ = build("mse", freeze_g_bn=freeze, fused_gan_step=True)
+    statistics = [v for v in graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
+                  if v.name.startswith("generator/") and "moving_" in v.name]
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        moving = sess.run(statistics)
+        sess.run(model.pretrain_op, feed(model, 1))
+        assert changed(dict(enumerate(moving)), dict(enumerate(sess.run(statistics))))  # pre-training updates them
+        sess.run(model.next_phase)
+        lr = feed(model, 2)[model.lr]
+        moving = sess.run(statistics)
+        for op in (model.g_train_op, model.gan_train_op):
+            sess.run(op, feed(model, 3))
+        assert bool(changed(dict(enumerate(moving)), dict(enumerate(sess.run(statistics))))) != freeze
+        training_mode, inference = sess.run([model.Gz, model.sr_output], {model.lr: lr, model.lr_input: lr})
+        assert np.allclose(training_mode, inference, atol=1e-6) == freeze
