@@ -21,6 +21,7 @@ from tflib import tf, tf1
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 PIL_FORMATS = ("JPEG", "PNG", "BMP")  # the only parsers PIL may try: never EPS (ghostscript) on a renamed file
 MAX_PIXELS = 50_000_000  # larger images are refused before decoding (decompression bombs)
+IMAGE_CACHE_BYTES = 1 << 30  # decoded training images kept in memory (all of T91 or the 80 scene photos)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # max_pixels decides, see _open
 HR_PREPS = ("crop", "resize")
 
@@ -215,21 +216,41 @@ def check_files(paths, max_bad_fraction, max_pixels=MAX_PIXELS, sample=2000, see
     return [p for p in paths if p not in bad], list(bad.values())
 
 
-def _load_draw(paths, index, max_pixels=MAX_PIXELS, min_scale=0, skipped=None):
-    """load_image of paths[index], or else of the next file that can be used, each failure counted in
-    `skipped`: one image per draw whatever fails, so that draw k always belongs to the same step.
+class ImageCache(dict):
+    """Decoded images by path, kept until `budget` bytes are used (first come, never evicted): a small
+    training set is decoded once, not at every draw (a 1024-pixel JPEG takes longer to decode than
+    its 96-pixel crop takes to train on); a large one, beyond the budget, is decoded as before."""
+
+    def __init__(self, budget):
+        super().__init__()
+        self.budget = budget
+
+    def add(self, path, image):
+        if image.nbytes <= self.budget:
+            self[path] = image
+            self.budget -= image.nbytes
+
+
+def _load_draw(paths, index, max_pixels=MAX_PIXELS, min_scale=0, skipped=None, cache=None):
+    """load_image of paths[index] (from `cache`, an ImageCache, when it has it), or else of the next
+    file that can be used, each failure counted in `skipped`: one image per draw whatever fails, so
+    that draw k always belongs to the same step.
 
     With min_scale, an image whose short side upscaled to min_scale would exceed max_pixels (a 1-pixel
     line, say) cannot be used either.
     """
     for i in range(index, index + len(paths)):
         path = paths[i % len(paths)]
+        if cache is not None and path in cache:
+            return cache[path]
         try:
             image = load_image(path, max_pixels)
             h, w = image.shape[:2]
             if min(h, w) < min_scale and max(h, w) * min_scale / min(h, w) * min_scale > max_pixels:
                 raise DataError(f"image {path} is {w}x{h}: upscaled to a short side of {min_scale} "
                                 f"it would have more than {max_pixels:,} pixels (--max-pixels)")
+            if cache is not None:
+                cache.add(path, image)
             return image
         except DataError as e:
             if skipped is not None:
@@ -270,7 +291,8 @@ def _prepare(image, hr_size, scale, hr_prep, seeds=None, flip=False):
 
 
 def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip=True, seed=None,
-                 repeat=True, shuffle=True, start=0, max_pixels=MAX_PIXELS, skipped=None):
+                 repeat=True, shuffle=True, start=0, max_pixels=MAX_PIXELS, skipped=None,
+                 cache_bytes=IMAGE_CACHE_BYTES):
     """tf.data.Dataset of (lr [batch, hr_size/scale, hr_size/scale, 3], hr [batch, hr_size, hr_size, 3]).
 
     Draw k of the endless stream is file permutation(seed, epoch)[k % len(paths)], cropped and flipped
@@ -278,6 +300,7 @@ def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip
     _load_draw; counted in `skipped`, a Skipped). So a seeded run sees the same pairs in the same
     order, and `start` = k begins the stream at draw k at no cost: where a resumed run left off.
     One readable file is required up front (else DataError): otherwise no draw could ever be made.
+    Decoded images are kept in memory up to cache_bytes (ImageCache).
     """
     paths = list(paths)
     if not any(_readable(p, max_pixels) for p in paths):
@@ -285,6 +308,7 @@ def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31))
     min_scale = hr_size if hr_prep == "crop" else 0
+    cache = ImageCache(cache_bytes)
 
     # A Python generator instead of from_tensor_slices keeps millions of paths (Places) out of the
     # GraphDef, which would otherwise be copied into every checkpoint's .meta file.
@@ -298,7 +322,7 @@ def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip
             epoch, offset = epoch + 1, 0
 
     def pair(index, seeds):
-        load = lambda i: _load_draw(paths, int(i), max_pixels, min_scale, skipped)
+        load = lambda i: _load_draw(paths, int(i), max_pixels, min_scale, skipped, cache)
         image = tf.numpy_function(load, [index], tf.uint8)
         image.set_shape([None, None, 3])
         return _prepare(image, hr_size, scale, hr_prep, seeds, flip)

@@ -470,3 +470,16 @@ def test_load_image_on_damaged_real_images(tmp_path_factory, draws):
     except data.DataError:
         return
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+@pytest.mark.parametrize("cache_bytes, decodes", [(data.IMAGE_CACHE_BYTES, 3), (2 * 32 * 32 * 3, 2 + 4), (0, 12)])
+def test_images_are_decoded_once_while_the_cache_has_room(tmp_path, monkeypatch, cache_bytes, decodes):
+    paths = [write(str(tmp_path / f"{i}.png"), noise(32, 32)) for i in range(3)]
+    uncached = take(paths, 12, hr_size=16, seed=3, cache_bytes=0)
+    np.testing.assert_array_equal(take(paths, 12, hr_size=16, seed=3, cache_bytes=cache_bytes)[1], uncached[1])
+    calls, load_image = [], data.load_image
+    monkeypatch.setattr(data, "load_image", lambda *a: calls.append(a[0]) or load_image(*a))
+    cache = data.ImageCache(cache_bytes)
+    for draw in range(12):  # four epochs of three files
+        np.testing.assert_array_equal(data._load_draw(paths, draw % 3, cache=cache), load_image(paths[draw % 3]))
+    assert len(calls) == decodes
