@@ -293,7 +293,10 @@ class SRGAN:
 
         self.lr, self.hr = lr, hr
         # freeze_g_bn: the GAN phase trains the generator as inference runs it, on its pre-trained moving averages
-        g_training = tf.equal(self.phase, 0, name="pretraining") if config.freeze_g_bn else True
+        g_training = True
+        if config.freeze_g_bn:
+            with tf1.name_scope("phase/"):
+                g_training = tf.equal(self.phase, 0, name="pretraining")
         self.Gz = generator(lr, config.blocks, training=g_training)
         self.g_variables = tf1.global_variables("generator/")  # its weights and batch-norm statistics, no slot yet
         features_x, features_g = discriminator(hr), discriminator(self.Gz, reuse=True)
