@@ -1,6 +1,7 @@
-"""Draw docs/try_it.png, the README's "Try it" picture: a detail of a photo, bicubic | shipped SRGAN | HR.
+"""Draw docs/try_it.png, the README's "Try it" picture: a detail of a photo, bicubic | the shipped default
+generator (infer.DEFAULT_MODEL) | HR.
 
-    python docs/try_it.py                     # once weights/srgan.npz ships
+    python docs/try_it.py
     python docs/try_it.py --model runs/NAME   # any generator infer.py takes
 
 The photo is one of docs/figures.py's (scikit-image's, not training data of the CPU recipe), its
@@ -20,7 +21,7 @@ from PIL import ImageFont  # noqa: E402
 
 def main(argv=None):
     parser = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=infer.DEFAULT_MODEL, help="the generator (default: the shipped srgan)")
+    parser.add_argument("--model", default=infer.DEFAULT_MODEL, help=f"the generator (default: the shipped {infer.DEFAULT_MODEL})")
     parser.add_argument("--photo", default="astronaut.png", choices=sorted(figures.DETAILS))
     parser.add_argument("--out", default=os.path.join(figures.DOCS, "try_it.png"))
     args = parser.parse_args(argv)
@@ -30,7 +31,8 @@ def main(argv=None):
     except utils.CLIError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    label = "SRGAN" if args.model == infer.DEFAULT_MODEL else os.path.basename(args.model.rstrip("/"))
+    shipped = infer.shipped_generators()
+    label = shipped[args.model]["title"] if args.model in shipped else os.path.basename(args.model.rstrip("/"))
     figures.write_png(args.out, figures.comparison(args.photo, {label: upscaler}, ImageFont.load_default(size=18)))
     print("written", args.out)
     return 0

@@ -20,6 +20,7 @@ from model import generator
 
 tf1 = tf.compat.v1
 PHOTO = skimage.data.astronaut()  # in neither Set5, Set14, T91 nor the sample training photos' validation split
+NAME = infer.DEFAULT_MODEL  # the shipped generator the tests stand in for
 TINY = ["--dataset", "sample", "--hr-size", "32", "--blocks", "2", "--val-every", "0", "--summary-every", "1"]
 
 
@@ -41,12 +42,12 @@ def exported(tiny_run, tmp_path_factory):
 
 
 def shipped(folder, npz, sha256=None):
-    """A weights folder holding `npz` as the shipped srgan generator, recorded with `sha256` (default: its own)."""
+    """A weights folder holding `npz` as the shipped default generator (NAME), recorded with `sha256` (default: its own)."""
     folder.mkdir(exist_ok=True)
-    (folder / "srgan.npz").write_bytes(npz.read_bytes())
-    entry = {key: None for key in json.loads(open(os.path.join(infer.WEIGHTS, infer.SHIPPED)).read())["srgan"]}
-    entry.update(file="srgan.npz", title="SRGAN", description="test", sha256=sha256 or utils.sha256_file(npz))
-    (folder / infer.SHIPPED).write_text(json.dumps({"srgan": entry}))
+    (folder / f"{NAME}.npz").write_bytes(npz.read_bytes())
+    entry = {key: None for key in json.loads(open(os.path.join(infer.WEIGHTS, infer.SHIPPED)).read())[NAME]}
+    entry.update(file=f"{NAME}.npz", title=NAME, description="test", sha256=sha256 or utils.sha256_file(npz))
+    (folder / infer.SHIPPED).write_text(json.dumps({NAME: entry}))
     return folder
 
 
@@ -90,7 +91,7 @@ def test_a_16_block_generator_exports_to_about_6_mb(tmp_path, monkeypatch):
     assert infer.read_npz(str(tmp_path / "g.npz"))[1] == 16
 
 
-def test_infer_without_a_model_runs_the_shipped_srgan_once_its_checksum_matches(exported, tmp_path):
+def test_infer_without_a_model_runs_the_shipped_default_once_its_checksum_matches(exported, tmp_path):
     photo = lr_photo(tmp_path)
     weights = shipped(tmp_path / "weights", exported)
     result = cli("infer", photo, "-o", tmp_path / "shipped", weights=weights)
@@ -101,20 +102,20 @@ def test_infer_without_a_model_runs_the_shipped_srgan_once_its_checksum_matches(
 
     damaged = bytearray(exported.read_bytes())
     damaged[len(damaged) // 2] ^= 1
-    (weights / "srgan.npz").write_bytes(bytes(damaged))
-    result = cli("infer", "--model", "srgan", photo, "-o", tmp_path / "out", weights=weights)
+    (weights / f"{NAME}.npz").write_bytes(bytes(damaged))
+    result = cli("infer", "--model", NAME, photo, "-o", tmp_path / "out", weights=weights)
     assert_one_error_line(result, "sha256")
     assert not (tmp_path / "out").exists()
 
 
 def test_a_shipped_generator_that_is_missing_is_one_line(exported, tmp_path):
     weights = shipped(tmp_path / "weights", exported)
-    (weights / "srgan.npz").unlink()
+    (weights / f"{NAME}.npz").unlink()
     (tmp_path / "set").mkdir()
     Image.fromarray(PHOTO[:40, :48]).save(tmp_path / "set" / "a.png")
     for script, args in (("infer", [lr_photo(tmp_path), "-o", tmp_path / "out"]),
-                         ("evaluate", ["--model", "srgan", "--data", tmp_path / "set"]),
-                         ("train", [*TINY, "--init-from", "srgan", "--runs-dir", tmp_path / "runs"])):
+                         ("evaluate", ["--model", NAME, "--data", tmp_path / "set"]),
+                         ("train", [*TINY, "--init-from", NAME, "--runs-dir", tmp_path / "runs"])):
         assert_one_error_line(cli(script, *args, weights=weights), "is missing")
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
@@ -122,7 +123,7 @@ def test_a_shipped_generator_that_is_missing_is_one_line(exported, tmp_path):
 def test_a_generator_not_shipped_yet_is_one_line(tmp_path):
     weights = shipped(tmp_path / "weights", lr_photo(tmp_path))  # any file: it is never read
     entries = json.loads((weights / infer.SHIPPED).read_text())
-    entries["srgan"]["sha256"] = None
+    entries[NAME]["sha256"] = None
     (weights / infer.SHIPPED).write_text(json.dumps(entries))
     assert_one_error_line(cli("infer", lr_photo(tmp_path), "-o", tmp_path / "out", weights=weights), "not shipped yet")
 
@@ -134,20 +135,20 @@ def test_evaluate_scores_the_shipped_generator_and_model_card_records_it(tiny_ru
     for name in model_card.EVAL_SETS:
         (tmp_path / name / "HR").mkdir(parents=True)
         Image.fromarray(PHOTO[:40, :48]).save(tmp_path / name / "HR" / "a.png")
-    result = cli("evaluate", "--model", "srgan", "--data", tmp_path / "Set5" / "HR", tmp_path / "Set14" / "HR", weights=weights)
+    result = cli("evaluate", "--model", NAME, "--data", tmp_path / "Set5" / "HR", tmp_path / "Set14" / "HR", weights=weights)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| Set5 | 1 |" in result.stdout
-    evaluation = json.loads((weights / "eval-srgan.json").read_text())["sets"]
-    result = cli("model_card", "srgan", "--run", tiny_run, "--commit", "abc123", "--command", "python train.py x",
+    evaluation = json.loads((weights / f"eval-{NAME}.json").read_text())["sets"]
+    result = cli("model_card", NAME, "--run", tiny_run, "--commit", "abc123", "--command", "python train.py x",
                  weights=weights)
     assert result.returncode == 0, result.stderr[-2000:]
-    entry = json.loads((weights / infer.SHIPPED).read_text())["srgan"]
+    entry = json.loads((weights / infer.SHIPPED).read_text())[NAME]
     assert entry["sha256"] == utils.sha256_file(exported) and entry["blocks"] == 2
     assert (entry["seed"], entry["commit"], entry["command"], entry["data"]) == (0, "abc123", "python train.py x", "sample")
     assert entry["wall_time"].endswith(" min")
     assert entry["eval"]["Set14"]["model"] == evaluation["Set14"]["model"]
-    text = (weights / "srgan.md").read_text()
-    assert text == model_card.card("srgan", entry)
+    text = (weights / f"{NAME}.md").read_text()
+    assert text == model_card.card(NAME, entry)
     assert f"{evaluation['Set5']['model']['psnr']:.2f} / " in text and entry["sha256"] in text
 
 
