@@ -589,7 +589,7 @@ class Trainer:
         with open(os.path.join(self.run_dir, "val.jsonl"), "a") as f:
             f.write(json.dumps({"step": step, **scores}) + "\n")
         tqdm.write(f"validation at step {step}: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}, "
-                   f"VGG distance {scores['vgg']:.4f}, NIQE {scores['niqe']:.2f}")
+                   f"VGG distance {scores['vgg']:.4f}, NIQE {scores['niqe']:.2f}, grid {scores['grid']:.2f}")
         if drifted:
             tqdm.write(f"warning: at step {step} batch norm's moving averages have drifted: the generator as users "
                        f"run it scores {scores['psnr']:.2f} dB on the validation images, {scores['psnr_batch_stats']:.2f} dB "

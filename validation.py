@@ -5,7 +5,8 @@
 The held-out set is --val-dir's images, by default two photos that ship with scikit-image (never
 Set5 or Set14, which are for the final table); train.py leaves them out of the training set. Each is
 centre-cropped to at most CROP x CROP and paired with its MATLAB-bicubic LR as evaluate.py does, so
-the scores are evaluate.py's, on these crops: PSNR, SSIM, VGG distance, NIQE.
+the scores are evaluate.py's, on these crops: PSNR, SSIM, VGG distance, NIQE; and grid, the strength of a
+pattern repeating every 4 pixels (metrics.grid_energy), the GAN phase's usual artifact.
 
 The generator also runs with batch norm on each image's own statistics. When that scores far better
 than the moving averages users run, the averages have drifted from what the network learnt (a
@@ -30,7 +31,7 @@ from tflib import tf, tf1
 DEFAULT_IMAGES = ("chelsea.png", "coffee.png")  # in data.sample_dir(): fur, and a table top
 CROP = 296  # HR side: 3 x 3 of NIQE's 96x96 blocks after the 4-pixel shave, LR 74 x 74
 DRIFT_DB = 3.0  # PSNR by which the batch-statistics generator may beat the moving-average one
-SCORES = ("psnr", "ssim", "vgg", "niqe", "psnr_batch_stats")
+SCORES = ("psnr", "ssim", "vgg", "niqe", "grid", "psnr_batch_stats")
 BETTER = {"psnr": max, "niqe": min, "vgg": min}  # the --keep-best choices, and which way is better
 
 
@@ -89,6 +90,7 @@ class Validator:
             sr, sr_batch_stats = (utils.to_uint8(out[0]) for out in
                                   self.sess.run((self.sr, self.sr_batch_stats), {self.lr: lr[None] / 127.5 - 1}))
             rows.append((*metrics.sr_metrics(sr, hr, SCALE), self.vgg.distance(hr_features, sr), niqe.sr_niqe(sr, SCALE),
+                         metrics.grid_energy(sr, SCALE),
                          metrics.sr_metrics(sr_batch_stats, hr, SCALE)[0]))
         scores = {name: metrics.average(column) for name, column in zip(SCORES, zip(*rows))}
         scores["bn_gap_db"] = scores["psnr_batch_stats"] - scores["psnr"]

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import skimage.data
 from skimage.metrics import structural_similarity
 
 import data
@@ -116,3 +117,15 @@ def test_grayscale_test_images_are_evaluated_on_their_grey_values():
     bridge = data.load_image(shared_data("Set14", "HR", "bridge.png"))  # single-channel file
     assert bridge.shape[2] == 3
     np.testing.assert_allclose(metrics.rgb_to_y(bridge), 16 + 219 * bridge[:, :, 0].astype(float) / 255)
+
+
+def test_grid_energy_measures_a_pattern_repeating_every_scale_pixels():
+    photo = skimage.data.astronaut()
+    hr, lr = metrics.bicubic_pair(photo)
+    plain = metrics.grid_energy(hr)
+    assert 0.05 < plain < 0.5 and metrics.grid_energy(metrics.imresize(lr, 4)) < 0.1
+    checker = np.indices(hr.shape[:2]).sum(axis=0) % 2 * 4.0 - 2.0  # +-2 levels, every other pixel
+    gridded = np.clip(hr + checker[..., None], 0, 255).astype(np.uint8)
+    assert metrics.grid_energy(gridded) > plain + 1.5
+    shifted = np.clip(hr + np.roll(checker, 1, axis=1)[..., None], 0, 255).astype(np.uint8)
+    assert metrics.grid_energy(shifted) == pytest.approx(metrics.grid_energy(gridded), abs=0.1)  # any phase
