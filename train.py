@@ -55,9 +55,11 @@ PRESETS = {
                   pretrain_iters=1_000_000, gan_iters=200_000, save_every=5000, sample_every=5000, val_every=5000),
     # The whole pipeline in a few minutes on 2 CPU cores: both phases, real VGG16 weights. The paper's
     # Adam settings: with the report's rate (1e-3) a generator pre-trained this briefly collapses to a
-    # black image within 100 GAN iterations.
-    "quick": dict(dataset="sample", hr_size=96, learning_rate=1e-4, beta1=0.9, pretrain_iters=1000,
-                  gan_iters=200, save_every=200, sample_every=200, summary_every=5, image_every=50, val_every=200),
+    # black image within 100 GAN iterations. GAN phase at 1e-5 with the MSE beside the VGG loss: with the
+    # VGG loss alone at 1e-4 its last samples were a green smear (docs/gan-phase.md).
+    "quick": dict(dataset="sample", hr_size=96, pretrain_lr=1e-4, learning_rate=1e-5, beta1=0.9,
+                  content_loss="mse+vgg", pretrain_iters=1000, gan_iters=200, save_every=200, sample_every=200,
+                  summary_every=5, image_every=50, val_every=200),
     # A generator that beats bicubic on 2 CPU cores (README, Results; docs/cpu-recipe.md): the paper's
     # crops and batch; pre-training at 1e-3 after a warm-up, annealed to 0 along a cosine within 2,500
     # steps (longer runs at these rates became unstable); the GAN phase at the paper's Adam(1e-4, 0.9).
@@ -68,8 +70,8 @@ PRESETS = {
 # What a run of a preset can show, said when it ends.
 PRESET_NOTES = {
     "quick": "note: the quick preset shows the whole pipeline working, not results: after 1,000 pre-training "
-             "steps at batch 1 the generator is still blurrier than bicubic, and 200 GAN steps are too few for "
-             "textures. For a generator that beats bicubic on a CPU (--preset cpu, under an hour), see the "
+             "steps at batch 1 the generator is still blurrier than bicubic, and 200 gentle GAN steps (MSE + VGG "
+             "content loss, rate 1e-5) keep its colours but are too few for textures. For a generator that beats bicubic on a CPU (--preset cpu, under an hour), see the "
              "README's Results.",
 }
 NOT_RESUMED = ("preset", "pretrain_only", "name", "runs_dir")  # taken from this command line only
