@@ -12,7 +12,6 @@ unless --overwrite.
 """
 import argparse
 import glob
-import json
 import os
 import shutil
 import sys
@@ -40,12 +39,7 @@ BLOCKS_KEY = "blocks"  # in an exported .npz, beside the generator's variables (
 
 def shipped_generators():
     """{name: entry} of WEIGHTS/generators.json, else CLIError."""
-    path = os.path.join(WEIGHTS, SHIPPED)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise CLIError(f"cannot read {path}, which lists the shipped generators: {e}") from None
+    return utils.read_json(os.path.join(WEIGHTS, SHIPPED), "which lists the shipped generators")
 
 
 def resolve_model(model):
@@ -96,12 +90,7 @@ def run_config(path):
         run_dir, checkpoint = os.path.dirname(path) or ".", path
     else:
         raise CLIError(f"no such run directory, checkpoint or SavedModel: {path}")
-    config = os.path.join(run_dir, "config.json")
-    try:
-        with open(config) as f:
-            return checkpoint, json.load(f)
-    except (OSError, ValueError) as e:
-        raise CLIError(f"cannot read {config}, which says how to rebuild the generator: {e}") from None
+    return checkpoint, utils.read_json(os.path.join(run_dir, "config.json"), "which says how to rebuild the generator")
 
 
 def count_blocks(names):

@@ -12,7 +12,6 @@ live. `python model_card.py` alone rewrites the cards (after editing a title or 
 """
 import argparse
 import glob
-import json
 import os
 import sys
 
@@ -47,14 +46,6 @@ def duration(seconds):
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
-def read_json(path, what):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise CLIError(f"cannot read {path}, {what}: {e}") from None
-
-
 def record(entry, run_dir, eval_path, command, commit):
     """The fields of a generators.json entry for its .npz, trained by `command` at `commit` in run_dir and
     scored by evaluate.py into eval_path."""
@@ -62,8 +53,8 @@ def record(entry, run_dir, eval_path, command, commit):
     if not os.path.isfile(path):
         raise CLIError(f"{path} does not exist: export it first (python infer.py --model RUN --export-generator {path})")
     _, blocks = infer.read_npz(path)
-    config = read_json(os.path.join(run_dir, "config.json"), "the run's configuration")
-    sets = read_json(eval_path, "evaluate.py's scores of the generator")["sets"]
+    config = utils.read_json(os.path.join(run_dir, "config.json"), "the run's configuration")
+    sets = utils.read_json(eval_path, "evaluate.py's scores of the generator")["sets"]
     missing = [name for name in EVAL_SETS if name not in sets]
     if missing:
         raise CLIError(f"{eval_path} has no {' or '.join(missing)} row: evaluate.py --checkpoint {path} --data "

@@ -121,6 +121,15 @@ def sha256_file(*paths):
     return digest.hexdigest()
 
 
+def read_json(path, what):
+    """The JSON in `path`, else CLIError naming it and `what` it is (e.g. "which lists the shipped generators")."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"cannot read {path}, {what}: {e}") from None
+
+
 def write_json(path, data):
     write_atomic(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
