@@ -625,8 +625,12 @@ class Trainer:
             self.run_phase(0, 0, pretrain_end, self.pretrain_step)
         if cfg["pretrain_only"]:
             return
+        gan_end = pretrain_end + cfg["gan_iters"]
+        if self.sess.run(self.model.phase) == 2 and self.step() < gan_end:  # a finished run given a larger --gan-iters
+            tqdm.write(f"the GAN phase ended at step {self.step()}: going on to step {gan_end}")
+            self.model.phase.load(1, self.sess)  # through the variable's initializer: the graph is finalized
         if self.sess.run(self.model.phase) == 1:
-            self.run_phase(1, pretrain_end, pretrain_end + cfg["gan_iters"], self.gan_step)
+            self.run_phase(1, pretrain_end, gan_end, self.gan_step)
 
     def close(self):
         if self.writer:

@@ -89,6 +89,11 @@ def test_a_copy_of_a_pretrained_run_resumes_with_the_gan_phase(pretrained):
     assert not [t for t in tags if t.endswith("_1")], "a scalar written under two tags splits its curve"
     assert last == 5
     assert json.loads((run_dir / "config.json").read_text())["blocks"] == 2  # the saved config was kept
+    # A finished run goes on when given more GAN iterations, and only then
+    again = train("--name", "t-copy", "--runs-dir", str(run_dir.parent), "--resume", "--gan-iters", "3")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "going on to step 6" in again.stdout and checkpoint_state(run_dir) == (6, 2)
+    assert events(run_dir)[2] == 6
 
 
 BAD_INPUTS = [
