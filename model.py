@@ -180,6 +180,15 @@ def discriminator_head(features, reuse=False):
         return dense(lrelu(dense(features, 1024, "dense0")), 1, "dense1")
 
 
+def grid_means(images, scale=SCALE):
+    """Each image's detail (less its scale x scale box mean) averaged at each of the scale^2 positions of
+    the scale-pixel grid, per channel: [batch, scale^2 * channels]. A fixed pattern repeating every
+    `scale` pixels, the sub-pixel steps' checkerboard, is exactly what these averages hold
+    (metrics.grid_energy measures the same on the luma of 8-bit images)."""
+    detail = images - tf.nn.avg_pool2d(images, scale, 1, "SAME")
+    return tf.reduce_mean(tf.nn.space_to_depth(detail, scale), axis=[1, 2])
+
+
 def gan_losses(logits_dx, logits_dg, logits_adv, gan_loss="standard", real_label=1.0):
     """(D's loss, G's adversarial loss) from D's logits for x and G(z), and G's own logits for G(z).
     standard: CE(real_label, D(x)) + CE(0, D(G(z))) and CE(1, D(G(z))). relativistic: each logit less
@@ -267,6 +276,7 @@ class SRGANConfig:
     pixel_weight: float = 1.0         # the MSE's weight in the content loss, when content_loss has it
     g_ema: float = 0.0                # decay of a moving average of G's weights, for inference (0: none)
     freeze_g_bn: bool = False         # GAN phase: G's batch norm on its moving averages, not updated
+    grid_weight: float = 0.0          # weight of the grid loss (G(z)'s grid_means against x's) in G's loss
 
     def __post_init__(self):
         if self.content_loss not in CONTENT_LOSSES:
@@ -339,6 +349,9 @@ class SRGAN:
             if self.vgg is not None:
                 self.vgg_loss = tf.reduce_mean(tf.square(phi_sr * VGG_RESCALE - phi_hr * VGG_RESCALE), name="vgg_loss")
                 terms.append(self.vgg_loss)
+            if self.config.grid_weight:
+                self.grid_loss = tf.reduce_mean(tf.square(grid_means(self.Gz) - grid_means(self.hr)), name="grid_loss")
+                terms.append(self.config.grid_weight * self.grid_loss)
             self.content_loss = tf.add_n(terms, name="content_loss")
             self.g_loss = tf.add(self.content_loss, self.config.adv_weight * self.adv_loss, name="g_loss")
 
@@ -412,9 +425,11 @@ class SRGAN:
             self.mean_Dg = tf.reduce_mean(self.Dg, name="mean_D_G_z")
             self.d_summary = tf1.summary.merge([
                 scalar("d_loss", self.d_loss), scalar("D_x", self.mean_Dx), scalar("D_G_z", self.mean_Dg)])
-            self.g_summary = tf1.summary.merge([
-                scalar("g_loss", self.g_loss), scalar("adv_loss", self.adv_loss),
-                scalar("content_loss", self.content_loss), mse_summary, lr_summary])
+            g_scalars = [scalar("g_loss", self.g_loss), scalar("adv_loss", self.adv_loss),
+                         scalar("content_loss", self.content_loss), mse_summary, lr_summary]
+            if self.config.grid_weight:
+                g_scalars.append(scalar("grid_loss", self.grid_loss))
+            self.g_summary = tf1.summary.merge(g_scalars)
             size = tf.shape(self.hr)[1:3]
             nearest = tf.image.resize(self.lr, size, method="nearest")
             bicubic = tf.clip_by_value(tf.image.resize(self.lr, size, method="bicubic"), -1.0, 1.0)

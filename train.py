@@ -44,7 +44,7 @@ DEFAULTS = dict(
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
     # The GAN phase's levers, at the paper's setting:
     d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0, g_ema=0.0,
-    d_warmup_iters=0, freeze_g_bn=False,
+    d_warmup_iters=0, freeze_g_bn=False, grid_weight=0.0,
     init_from=None,  # a new run's generator from a shipped or exported one: {"model", "path", "sha256"}
 )
 PRESETS = {
@@ -156,6 +156,9 @@ def build_parser():
     p.add_argument("--freeze-g-bn", action=argparse.BooleanOptionalAction,
                    help="in the GAN phase, run the generator's batch norm on its pre-trained moving averages, not "
                         "updated: trained as inference runs it (default: batch statistics, the paper's)")
+    p.add_argument("--grid-weight", type=float, help="weight of a grid loss in G's loss: the squared difference of "
+                   "G(z)'s and x's detail averaged at each position of the 4-pixel grid, the fixed pattern the "
+                   "sub-pixel steps can paint (default 0: none, the paper's)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
     p.add_argument("--d-warmup-iters", type=int, help="the first N GAN iterations update the discriminator alone, "
@@ -230,7 +233,7 @@ def check_config(cfg):
             raise ConfigError(f"{flag} must be positive, not {cfg[key]}")
     if not 0 <= cfg["beta1"] < 1:
         raise ConfigError(f"--beta1 must be in [0, 1), not {cfg['beta1']}")
-    for key in ("adv_weight", "pixel_weight"):
+    for key in ("adv_weight", "pixel_weight", "grid_weight"):
         if cfg[key] < 0:
             raise ConfigError(f"--{key.replace('_', '-')} must not be negative")
     if cfg["pixel_weight"] != 1 and "mse" not in cfg["content_loss"]:
@@ -257,7 +260,8 @@ def model_config(cfg):
         cosine_iters=cfg["pretrain_iters"] if cfg["pretrain_schedule"] == "cosine" else None,
         precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"],
         real_label=cfg["real_label"], gan_loss=cfg["gan_loss"], adv_weight=cfg["adv_weight"],
-        pixel_weight=cfg["pixel_weight"], g_ema=cfg["g_ema"], freeze_g_bn=cfg["freeze_g_bn"])
+        pixel_weight=cfg["pixel_weight"], g_ema=cfg["g_ema"], freeze_g_bn=cfg["freeze_g_bn"],
+        grid_weight=cfg["grid_weight"])
 
 
 def check_free_space(run_dir, checkpoint_bytes, kept):

@@ -136,15 +136,31 @@ def test_losses_combine_as_in_the_paper(built, session):
     assert g == pytest.approx(content + 1e-3 * adv, rel=1e-5)
 
 
-@pytest.mark.parametrize("pixel_weight, adv_weight", [(1.0, 1e-3), (0.01, 5e-3)])
-def test_mse_plus_vgg_content_loss_with_the_terms_weights(vgg_weights, pixel_weight, adv_weight):
-    graph, model, init, _ = build("mse+vgg", pixel_weight=pixel_weight, adv_weight=adv_weight)
+@pytest.mark.parametrize("pixel_weight, adv_weight, grid_weight", [(1.0, 1e-3, 0.0), (0.01, 5e-3, 1e3)])
+def test_mse_plus_vgg_content_loss_with_the_terms_weights(vgg_weights, pixel_weight, adv_weight, grid_weight):
+    graph, model, init, _ = build("mse+vgg", pixel_weight=pixel_weight, adv_weight=adv_weight, grid_weight=grid_weight)
     with tf1.Session(graph=graph) as sess:
         sess.run(init)
         model.vgg.load(sess, vgg_weights)
         g, c, m, v, adv = sess.run([model.g_loss, model.content_loss, model.mse_loss, model.vgg_loss, model.adv_loss], feed(model))
-    assert c == pytest.approx(pixel_weight * m + v, rel=1e-5)
+        grid = sess.run(model.grid_loss, feed(model)) if grid_weight else 0.0
+    assert grid_weight == 0 or grid > 1e-6
+    assert c == pytest.approx(pixel_weight * m + v + grid_weight * grid, rel=1e-5)
     assert g == pytest.approx(c + adv_weight * adv, rel=1e-5)
+
+
+def test_grid_means_hold_a_pattern_repeating_every_four_pixels_at_its_positions():
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(-0.5, 0.5, 64)
+    smooth = np.broadcast_to((ramp[:, None] * ramp[None, :])[None, :, :, None], (2, 64, 64, 3)).astype(np.float32)
+    tile = rng.uniform(-0.05, 0.05, (4, 4, 3)).astype(np.float32)
+    with tf1.Session(graph=tf.Graph()) as sess:
+        plain, gridded = sess.run([model_module.grid_means(tf.constant(smooth)),
+                                   model_module.grid_means(tf.constant(smooth + np.tile(tile, (16, 16, 1))))])
+    assert plain.shape == (2, 48)
+    expected = (tile - tile.mean(axis=(0, 1))).reshape(48)  # space_to_depth's order: row, column, channel
+    np.testing.assert_allclose(gridded - plain, np.broadcast_to(expected, (2, 48)), atol=0.1 * np.abs(tile).max())
+    assert np.abs(plain - plain.mean(axis=1, keepdims=True)).max() < 0.1 * np.abs(tile).max()  # a smooth image has none
 
 
 def rates(model, graph, init, steps, phase=0):
@@ -524,3 +540,4 @@ def test_freeze_g_bn_trains_the_gan_phase_on_the_moving_averages_as_inference_ru
         assert bool(changed(dict(enumerate(moving)), dict(enumerate(sess.run(statistics))))) != freeze
         training_mode, inference = sess.run([model.Gz, model.sr_output], {model.lr: lr, model.lr_input: lr})
         assert np.allclose(training_mode, inference, atol=1e-6) == freeze
+

@@ -109,6 +109,7 @@ BAD_INPUTS = [
     (["--pretrain-lr", "0"], "--pretrain-lr must be positive"),
     (["--d-lr", "0"], "--d-lr must be positive"),
     (["--real-label", "1.1"], "--real-label must be in (0, 1]"),
+    (["--grid-weight", "-1"], "--grid-weight must not be negative"),
     (["--pixel-weight", "0.01"], "--pixel-weight weights the MSE term, which --content-loss vgg leaves out"),
     (["--runs-dir", "/dev/null/runs"], "Not a directory"),
 ]
