@@ -1,6 +1,7 @@
 """Watching a training: its curves read back from the TensorBoard files and plotted, and the GAN's health."""
 import collections
 import glob
+import json
 import math
 import os
 
@@ -13,6 +14,8 @@ CURVES = {  # tag under summaries/: title (the report's figures 6 to 10, then D'
     "g_loss": "generator loss", "d_loss": "discriminator loss", "adv_loss": "adversarial loss",
     "content_loss": "content loss", "mse_loss": "MSE loss",
 }
+
+VALIDATION = {"psnr": "PSNR (dB)", "ssim": "SSIM", "vgg": "VGG distance", "niqe": "NIQE", "grid": "grid (8-bit levels)"}
 
 
 def read_scalars(run_dir):
@@ -54,7 +57,7 @@ def plot_training(run_dir):
     figures = [(tag, title, [tag]) for tag, title in CURVES.items() if tag in scalars]
     if "D_x" in scalars:
         figures.append(("D_outputs", "mean discriminator output", ["D_x", "D_G_z"]))
-    paths = []
+    paths = [path for path in [plot_validation(run_dir, plt)] if path]
     for name, title, tags in figures:
         fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
         for tag, color in zip(tags, ("C0", "C3")):
@@ -72,6 +75,43 @@ def plot_training(run_dir):
         write_atomic(paths[-1], lambda f: fig.savefig(f, format="png"))
         plt.close(fig)
     return paths
+
+
+def read_validation(run_dir):
+    """{metric: (steps, values)} of run_dir/val.jsonl, a step's last line kept (a resumed run scores
+    its step again), a half-written last line skipped; {} without the file."""
+    scores = {}
+    try:
+        with open(os.path.join(run_dir, "val.jsonl")) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                scores[entry["step"]] = entry
+    except FileNotFoundError:
+        return {}
+    steps = sorted(scores)
+    return {metric: (np.array(steps), np.array([scores[s].get(metric, np.nan) for s in steps], float))
+            for metric in VALIDATION if any(metric in entry for entry in scores.values())}
+
+
+def plot_validation(run_dir, plt):
+    """run_dir/plots/validation.png: each validation metric against the step, side by side; None without scores."""
+    series = read_validation(run_dir)
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3), dpi=100, squeeze=False)
+    for ax, (metric, (steps, values)) in zip(axes[0], series.items()):
+        ax.plot(steps, values, "o-", color="C2", markersize=3)
+        ax.set(title=VALIDATION[metric], xlabel="iteration")
+        ax.grid(alpha=0.3)
+    fig.suptitle("validation (held-out photos, batch norm as inference runs it)", fontsize=10)
+    fig.tight_layout()
+    path = os.path.join(run_dir, "plots", "validation.png")
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)
+    return path
 
 
 class GANHealth:

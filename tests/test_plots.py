@@ -1,4 +1,5 @@
 """The report's figures (loss curves from TensorBoard files) and the GAN health check."""
+import json
 import math
 
 import numpy as np
@@ -43,6 +44,19 @@ def test_every_curve_is_plotted(tmp_path):
     for path in paths:
         image = np.asarray(Image.open(path).convert("L"))
         assert image.shape[1] > 300 and image.std() > 0
+
+
+def test_validation_scores_are_plotted_a_steps_last_kept(tmp_path):
+    assert monitor.plot_training(str(tmp_path)) == []
+    lines = [{"step": s, "psnr": 27 + s / 1000, "vgg": 0.15, "niqe": 9.0, "grid": 0.2} for s in (250, 500)]
+    lines.append({"step": 500, "psnr": 30.0, "vgg": 0.1, "niqe": 8.0, "grid": 0.1})  # scored again on resuming
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"step": 750, "ps')
+    series = monitor.read_validation(str(tmp_path))
+    assert list(series) == ["psnr", "vgg", "niqe", "grid"]
+    assert series["psnr"][0].tolist() == [250, 500] and series["psnr"][1].tolist() == [27.25, 30.0]
+    (path,) = monitor.plot_training(str(tmp_path))
+    image = np.asarray(Image.open(path).convert("L"))
+    assert path.endswith("validation.png") and image.shape[1] >= 4 * 300 and image.std() > 0
 
 
 def test_smoothing_is_a_debiased_moving_average():
