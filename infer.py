@@ -31,8 +31,7 @@ SERVE = [tf1.saved_model.tag_constants.SERVING]
 FLOAT_SIGNATURE, UINT8_SIGNATURE = "serving_default", "uint8"
 WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")  # the shipped generators and their cards
 SHIPPED = "generators.json"  # in WEIGHTS: {name: {"file", "sha256", the model card's fields}}
-# The SRResNet until the SRGAN recipe (docs/gan-phase.md) makes a generator better than it where the paper says.
-DEFAULT_MODEL = "srresnet"
+DEFAULT_MODEL = "srgan"  # the shipped generator infer.py runs without --model
 BLOCKS_KEY = "blocks"  # in an exported .npz, beside the generator's variables (all named generator/...)
 
 # ----------------------------------------------------------------------------- the shipped generators
@@ -339,7 +338,7 @@ def input_files(inputs):
 def build_parser():
     p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", "--checkpoint", default=DEFAULT_MODEL,
-                   help="srresnet (default) or srgan, the generators shipped in weights/ (their sha256 checked "
+                   help="srgan (default) or srresnet, the generators shipped in weights/ (their sha256 checked "
                         "against weights/generators.json), or a run directory, checkpoint prefix, SavedModel or "
                         "exported .npz")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")

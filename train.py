@@ -60,12 +60,14 @@ PRESETS = {
     "quick": dict(dataset="sample", hr_size=96, pretrain_lr=1e-4, learning_rate=1e-5, beta1=0.9,
                   content_loss="mse+vgg", pretrain_iters=1000, gan_iters=200, save_every=200, sample_every=200,
                   summary_every=5, image_every=50, val_every=200),
-    # A generator that beats bicubic on 2 CPU cores (README, Results; docs/cpu-recipe.md): the paper's
-    # crops and batch; pre-training at 1e-3 after a warm-up, annealed to 0 along a cosine within 2,500
-    # steps (longer runs at these rates became unstable); the GAN phase at the paper's Adam(1e-4, 0.9).
+    # SRResNet and SRGAN on 2 CPU cores (README, Results; docs/cpu-recipe.md, docs/gan-phase.md): the
+    # paper's crops and batch; pre-training at 1e-3 after a warm-up, annealed to 0 along a cosine within
+    # 2,500 steps (longer runs at these rates became unstable); a gentle GAN phase, Adam(3e-5, 0.9), with
+    # the MSE beside the VGG loss, G's batch norm as inference runs it, and the grid loss.
     "cpu": dict(hr_size=96, batch_size=16, pretrain_lr=1e-3, warmup_iters=200, pretrain_schedule="cosine",
-                learning_rate=1e-4, beta1=0.9, pretrain_iters=2500, gan_iters=1000, save_every=500,
-                sample_every=500, summary_every=10, image_every=200, val_every=250),
+                learning_rate=3e-5, beta1=0.9, pretrain_iters=2500, gan_iters=600, content_loss="mse+vgg",
+                freeze_g_bn=True, grid_weight=1000.0, save_every=500, sample_every=500, summary_every=10,
+                image_every=200, val_every=250),
 }
 # What a run of a preset can show, said when it ends.
 PRESET_NOTES = {
