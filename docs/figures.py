@@ -28,7 +28,7 @@ DOCS = os.path.dirname(os.path.abspath(__file__))
 DETAILS = {"astronaut.png": (40, 170, 128), "chelsea.png": (60, 110, 128), "coffee.png": (220, 300, 128),
            "rocket.jpg": (120, 0, 128)}
 ZOOM = 3
-PLOTS = {"srresnet": ["mse_loss"], "srgan": ["content_loss", "adv_loss", "d_loss", "D_outputs"]}
+PLOTS = {"srresnet": ["mse_loss"], "srgan": ["content_loss", "adv_loss", "d_loss", "D_outputs", "validation"]}
 
 
 def labelled(image, text, font):
