@@ -157,7 +157,7 @@ def assign(sess, variables, weights):
     """Set each variable to weights[its name]; adds no ops, so it works on a finalized graph and leaves no copy
     of the weights in it (nor in a SavedModel of it)."""
     for v in variables:
-        v.load(weights[v.op.name], sess)
+        tflib.set_variable(sess, v, weights[v.op.name])
 
 
 def load_generator(sess, path):

@@ -50,6 +50,12 @@ def init_tf():
     tf.get_logger().setLevel("ERROR")
 
 
+def set_variable(sess, variable, value):
+    """Give `variable` the value `value` through a feed to its initializer: no new op, so it works on a
+    finalized graph (what the deprecated Variable.load does)."""
+    sess.run(variable.initializer, {variable.initializer.inputs[1]: value})
+
+
 def session_config(precision="fp32"):
     """The training sessions' options: all of this machine's cores; soft placement, so that the same
     graph runs on a GPU where there is one; no constant folding, which would turn the zero initial

@@ -8,7 +8,6 @@
 Everything goes to runs/<name>/: config.json, checkpoints, TensorBoard events, samples/*.png.
 """
 import argparse
-import fcntl
 import glob
 import json
 import math
@@ -23,6 +22,7 @@ from tqdm import tqdm
 import data
 import infer
 import monitor
+import rundir
 import tflib
 import utils
 import validation
@@ -266,84 +266,6 @@ def model_config(cfg):
         grid_weight=cfg["grid_weight"])
 
 
-def check_free_space(run_dir, checkpoint_bytes, kept):
-    """ConfigError unless the disk of run_dir has room for the checkpoints still to come: two are kept,
-    and a third is written before the oldest is deleted."""
-    folder = os.path.abspath(run_dir)
-    while not os.path.isdir(folder):
-        folder = os.path.dirname(folder)
-    free, needed = shutil.disk_usage(folder).free, (3 - kept) * checkpoint_bytes
-    if free < needed:
-        raise ConfigError(f"{folder} has {free / 1e9:.2f} GB free, the checkpoints of this run need "
-                          f"{needed / 1e9:.2f} GB ({checkpoint_bytes / 1e9:.2f} GB each): free some space "
-                          "or choose another --runs-dir")
-
-
-def damage(checkpoint):
-    """Why `checkpoint` cannot be restored (missing or truncated files, a tensor failing its checksum), or None
-    when every tensor in it reads back intact."""
-    try:
-        reader = tf.train.load_checkpoint(checkpoint)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    except Exception as e:  # the reader raises IndexError, ValueError or an OpError, depending on the damage
-        return utils.first_line(e)
-    return None
-
-
-def newest_intact_checkpoint(run_dir):
-    """(newest intact checkpoint or None, the checkpoints up to it, oldest first, {newer damaged checkpoint: why})."""
-    state = tf1.train.get_checkpoint_state(run_dir)
-    kept = list(state.all_model_checkpoint_paths) if state else []
-    damaged = {}
-    while kept:
-        why = damage(kept[-1])
-        if why is None:
-            return kept[-1], kept, damaged
-        damaged[kept.pop()] = why
-    if damaged:
-        raise ConfigError(f"every checkpoint in {run_dir} is damaged: " + "; ".join(f"{c}: {w}" for c, w in damaged.items()))
-    return None, [], {}
-
-
-def set_aside(run_dir, damaged, kept):
-    """Moves the files of the damaged checkpoints into run_dir/damaged-<time>/, where saving the same step again
-    cannot replace them, and makes the `checkpoint` file name the intact ones. Deletes nothing."""
-    folder = os.path.join(run_dir, f"damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(folder)
-    for checkpoint in damaged:
-        for path in glob.glob(glob.escape(checkpoint) + ".*"):
-            os.rename(path, os.path.join(folder, os.path.basename(path)))
-    names = [("model_checkpoint_path", kept[-1])] + [("all_model_checkpoint_paths", c) for c in kept]
-    state = "".join(f'{key}: "{os.path.basename(c)}"\n' for key, c in names)  # relative, as the Saver writes it
-    utils.write_atomic(os.path.join(run_dir, "checkpoint"), lambda f: f.write(state.encode()))
-    return folder
-
-
-def checkpoint_step(checkpoint):
-    """The global step saved in a checkpoint, read without building a graph."""
-    try:
-        return int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
-    except (tf.errors.OpError, ValueError) as e:
-        raise ConfigError(f"cannot read {checkpoint}: {utils.first_line(e)}") from None
-
-
-def lock_run(run_dir):
-    """An exclusive lock on run_dir for the life of this process, else ConfigError naming the process that
-    holds it. flock is released by the kernel however the process ends, so a crash leaves no stale lock."""
-    fd = os.open(os.path.join(run_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 20).decode(errors="replace").strip()
-        os.close(fd)
-        raise ConfigError(f"{run_dir} is in use by another train.py (process {holder}): wait for it to end, "
-                          "or choose another --name") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
 # ----------------------------------------------------------------------------- training
 
 class Trainer:
@@ -356,9 +278,9 @@ class Trainer:
         self.cfg, self.run_dir = cfg, run_dir
         self.stop_signal, self.writer, self.best, self.validator = None, None, None, None
         paths, weights = self.check_inputs()
-        checkpoint, kept, self.damaged = newest_intact_checkpoint(run_dir)
-        self.build_graph(paths, checkpoint_step(checkpoint) if checkpoint else 0)
-        check_free_space(run_dir, self.checkpoint_bytes, len(kept))
+        checkpoint, kept, self.damaged = rundir.newest_intact_checkpoint(run_dir)
+        self.build_graph(paths, rundir.checkpoint_step(checkpoint) if checkpoint else 0)
+        rundir.check_free_space(run_dir, self.checkpoint_bytes, len(kept))
         self.start_session(weights)
         if checkpoint:
             self.restore(checkpoint, kept)
@@ -464,7 +386,7 @@ class Trainer:
         for damaged, why in self.damaged.items():
             print(f"warning: {damaged} is damaged ({why})", file=sys.stderr)
         if self.damaged:
-            folder = set_aside(self.run_dir, self.damaged, kept)
+            folder = rundir.set_aside(self.run_dir, self.damaged, kept)
             print(f"resumed {checkpoint}, the newest intact checkpoint; the damaged files are kept in {folder}")
         else:
             print(f"resumed {checkpoint}")
@@ -634,7 +556,7 @@ class Trainer:
         gan_end = pretrain_end + cfg["gan_iters"]
         if self.sess.run(self.model.phase) == 2 and self.step() < gan_end:  # a finished run given a larger --gan-iters
             tqdm.write(f"the GAN phase ended at step {self.step()}: going on to step {gan_end}")
-            self.model.phase.load(1, self.sess)  # through the variable's initializer: the graph is finalized
+            tflib.set_variable(self.sess, self.model.phase, 1)
         if self.sess.run(self.model.phase) == 1:
             self.run_phase(1, pretrain_end, gan_end, self.gan_step)
 
@@ -666,11 +588,11 @@ def main(argv=None):
         cfg, run_dir, resume = make_config(argv)
         print(json.dumps(cfg, indent=2))
         if resume:
-            lock_run(run_dir)  # before reading its checkpoints, which another training could be rotating
+            rundir.lock_run(run_dir)  # before reading its checkpoints, which another training could be rotating
         trainer = Trainer(cfg, run_dir)  # checks the data and the weights first; writes nothing
         os.makedirs(run_dir, exist_ok=resume)
         if not resume:
-            lock_run(run_dir)
+            rundir.lock_run(run_dir)
         utils.write_json(os.path.join(run_dir, "config.json"), cfg)
         try:
             trainer.train()

@@ -167,7 +167,7 @@ def trainer(disk):
 def test_the_start_refuses_a_disk_without_room_for_the_checkpoints(disk):
     full = ballast(disk, 200e6)
     try:
-        with pytest.raises(train_module.ConfigError, match=r"GB free, the checkpoints of this run need 0\.2\d GB"):
+        with pytest.raises(utils.CLIError, match=r"GB free, the checkpoints of this run need 0\.2\d GB"):
             train_module.Trainer(train_module.make_config([*FAST, "--runs-dir", str(disk), "--name", "x"])[0],
                                  str(disk / "x"))
     finally:
