@@ -195,6 +195,21 @@ def test_the_shipped_generators_beat_bicubic_on_a_held_out_photo(tmp_path, name)
     assert metrics.sr_metrics(sr, hr)[0] > metrics.sr_metrics(metrics.imresize(lr, 4), hr)[0]
 
 
+def test_the_quick_preset_runs_the_gan_phase_from_the_shipped_srresnet(tmp_path):
+    """A newcomer's first training: no pre-training, the shipped SRResNet checked and loaded, then the GAN
+    phase; the run says what it does not show."""
+    result = cli("train", "--preset", "quick", "--hr-size", "32", "--batch-size", "1", "--gan-iters", "1",
+                 "--val-every", "0", "--name", "quick", "--runs-dir", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shipped = json.loads(open(os.path.join(ROOT, "weights", "generators.json")).read())["srresnet"]
+    config = json.loads((tmp_path / "quick" / "config.json").read_text())
+    assert config["init_from"]["model"] == "srresnet" and config["init_from"]["sha256"] == shipped["sha256"]
+    assert config["pretrain_iters"] == 0 and config["grid_weight"] > 0
+    last = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "quick")))
+    assert int(last.get_tensor("global_step")) == 1 and int(last.get_tensor("phase")) == 2
+    assert "not a trained SRGAN" in result.stdout and "--preset cpu" in result.stdout
+
+
 def test_init_from_starts_a_new_run_from_the_generator_and_records_it(exported, tmp_path):
     """Pre-training skipped (no --pretrain-iters): the first checkpoint, at step 0 in the GAN phase, holds
     exactly the exported weights; config.json records where they came from."""

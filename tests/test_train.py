@@ -48,7 +48,7 @@ def checkpoint_state(run_dir):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, vgg_weights):
     runs = tmp_path_factory.mktemp("runs")
-    result = train("--preset", "quick", *TINY, "--pretrain-iters", "3", "--pretrain-only", "--name", "t", "--runs-dir", str(runs))
+    result = train(*TINY, "--pretrain-iters", "3", "--pretrain-only", "--name", "t", "--runs-dir", str(runs))
     assert result.returncode == 0, result.stderr[-2000:]
     return runs / "t", result
 
@@ -68,7 +68,6 @@ def test_pretrain_only_writes_checkpoint_events_and_samples(pretrained):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["hr_size"] == 32 and config["pretrain_only"] is True
     assert str(run_dir) in result.stdout
-    assert "not results" in result.stdout and "--preset cpu" in result.stdout  # what a quick run cannot show
 
 
 def test_a_copy_of_a_pretrained_run_resumes_with_the_gan_phase(pretrained):
