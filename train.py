@@ -62,12 +62,13 @@ PRESETS = {
                   val_every=30),
     # SRResNet and SRGAN on 2 CPU cores (README, Results; docs/cpu-recipe.md, docs/gan-phase.md): the
     # paper's crops and batch; pre-training at 1e-3 after a warm-up, annealed to 0 along a cosine within
-    # 2,500 steps (longer runs at these rates became unstable); a gentle GAN phase, Adam(3e-5, 0.9), with
-    # the MSE beside the VGG loss, G's batch norm as inference runs it, and the grid loss.
+    # 2,500 steps (longer runs at these rates became unstable); a GAN phase at Adam(1e-4, 0.9) whose
+    # generator is used through a moving average of its weights, with the MSE beside the VGG loss, G's
+    # batch norm as inference runs it, and the grid loss.
     "cpu": dict(hr_size=96, batch_size=16, pretrain_lr=1e-3, warmup_iters=200, pretrain_schedule="cosine",
-                learning_rate=3e-5, beta1=0.9, pretrain_iters=2500, gan_iters=600, content_loss="mse+vgg",
-                freeze_g_bn=True, grid_weight=1000.0, save_every=500, sample_every=500, summary_every=10,
-                image_every=200, val_every=250),
+                learning_rate=1e-4, beta1=0.9, pretrain_iters=2500, gan_iters=800, content_loss="mse+vgg",
+                freeze_g_bn=True, grid_weight=1000.0, g_ema=0.995, save_every=400, sample_every=400,
+                summary_every=10, image_every=200, val_every=200),
 }
 # What a run of a preset can show, said when it ends.
 PRESET_NOTES = {
