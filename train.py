@@ -53,9 +53,9 @@ PRESETS = {
     # SRGAN iterations with the rate divided by 10 halfway.
     "paper": dict(hr_size=96, batch_size=16, learning_rate=1e-4, beta1=0.9, lr_decay=True,
                   pretrain_iters=1_000_000, gan_iters=200_000, save_every=5000, sample_every=5000, val_every=5000),
-    # The GAN phase in a few minutes on 2 CPU cores: the cpu preset's first 60 adversarial iterations from
-    # the shipped SRResNet, on the sample photos. Pre-trained here from scratch in minutes, the generator
-    # was still blurrier than bicubic, so a newcomer's first result looked broken.
+    # The GAN phase in a few minutes on 2 CPU cores: 60 gentle adversarial iterations from the shipped
+    # SRResNet, on the sample photos. Pre-trained here from scratch in minutes, the generator was still
+    # blurrier than bicubic, so a newcomer's first result looked broken.
     "quick": dict(dataset="sample", init_from="srresnet", hr_size=96, batch_size=16, learning_rate=3e-5,
                   beta1=0.9, pretrain_iters=0, gan_iters=60, content_loss="mse+vgg", freeze_g_bn=True,
                   grid_weight=1000.0, save_every=30, sample_every=30, summary_every=5, image_every=15,
