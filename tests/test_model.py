@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 import model as model_module
+import tflib
 from model import SRGAN, SRGANConfig
 
 tf1 = tf.compat.v1
@@ -455,9 +456,12 @@ def test_the_graphs_gan_losses_are_gan_losses_of_its_logits_with_its_settings(se
     graph, model, init, _ = build("mse", **settings)
     with tf1.Session(graph=graph) as sess:
         sess.run(init)
+        # D's logits moved from about 0 (D(x) = 0.5, where label smoothing hardly changes the loss) to about 2
+        bias = next(v for v in graph.get_collection("variables") if v.op.name.endswith("dense1/bias"))
+        tflib.set_variable(sess, bias, np.full(bias.shape, 2.0, np.float32))
         losses, dx, dg = sess.run([(model.d_loss, model.adv_loss), model.Dx, model.Dg], feed(model))
     np.testing.assert_allclose(losses, gan_losses_of(dx, dg, **settings), rtol=1e-4)
-    assert losses[0] != pytest.approx(gan_losses_of(dx, dg)[0], rel=1e-3)  # the settings make a difference here
+    assert losses[0] != pytest.approx(gan_losses_of(dx, dg)[0], rel=1e-2)  # the settings make a difference here
 
 
 @pytest.mark.parametrize("real_label", [1.0, 0.9])
