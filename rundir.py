@@ -19,8 +19,8 @@ def check_free_space(run_dir, checkpoint_bytes, kept):
     free, needed = shutil.disk_usage(folder).free, (3 - kept) * checkpoint_bytes
     if free < needed:
         raise utils.CLIError(f"{folder} has {free / 1e9:.2f} GB free, the checkpoints of this run need "
-                          f"{needed / 1e9:.2f} GB ({checkpoint_bytes / 1e9:.2f} GB each): free some space "
-                          "or choose another --runs-dir")
+                             f"{needed / 1e9:.2f} GB ({checkpoint_bytes / 1e9:.2f} GB each): free some space "
+                             "or choose another --runs-dir")
 
 
 def damage(checkpoint):
@@ -82,7 +82,7 @@ def lock_run(run_dir):
         holder = os.read(fd, 20).decode(errors="replace").strip()
         os.close(fd)
         raise utils.CLIError(f"{run_dir} is in use by another train.py (process {holder}): wait for it to end, "
-                          "or choose another --name") from None
+                             "or choose another --name") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd

@@ -201,7 +201,7 @@ def test_the_quick_preset_runs_the_gan_phase_from_the_shipped_srresnet(tmp_path)
     result = cli("train", "--preset", "quick", "--hr-size", "32", "--batch-size", "1", "--gan-iters", "1",
                  "--val-every", "0", "--name", "quick", "--runs-dir", tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    shipped = json.loads(open(os.path.join(ROOT, "weights", "generators.json")).read())["srresnet"]
+    shipped = infer.shipped_generators()["srresnet"]
     config = json.loads((tmp_path / "quick" / "config.json").read_text())
     assert config["init_from"]["model"] == "srresnet" and config["init_from"]["sha256"] == shipped["sha256"]
     assert config["pretrain_iters"] == 0 and config["grid_weight"] > 0
