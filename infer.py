@@ -156,8 +156,7 @@ def read_npz(path):
 def assign(sess, variables, weights):
     """Set each variable to weights[its name]; adds no ops, so it works on a finalized graph and leaves no copy
     of the weights in it (nor in a SavedModel of it)."""
-    for v in variables:
-        tflib.set_variable(sess, v, weights[v.op.name])
+    tflib.set_variables(sess, {v: weights[v.op.name] for v in variables})
 
 
 def load_generator(sess, path):

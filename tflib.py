@@ -50,10 +50,11 @@ def init_tf():
     tf.get_logger().setLevel("ERROR")
 
 
-def set_variable(sess, variable, value):
-    """Give `variable` the value `value` through a feed to its initializer: no new op, so it works on a
-    finalized graph (what the deprecated Variable.load does)."""
-    sess.run(variable.initializer, {variable.initializer.inputs[1]: value})
+def set_variables(sess, values):
+    """Give each variable of the dict `values` its value through a feed to its initializer: no new op, so it
+    works on a finalized graph (what the deprecated Variable.load does). One run for all: each run of a new
+    set of fetches costs a pass over the graph, 0.2 s on the training graph."""
+    sess.run([v.initializer for v in values], {v.initializer.inputs[1]: value for v, value in values.items()})
 
 
 def session_config(precision="fp32"):

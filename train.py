@@ -557,7 +557,7 @@ class Trainer:
         gan_end = pretrain_end + cfg["gan_iters"]
         if self.sess.run(self.model.phase) == 2 and self.step() < gan_end:  # a finished run given a larger --gan-iters
             tqdm.write(f"the GAN phase ended at step {self.step()}: going on to step {gan_end}")
-            tflib.set_variable(self.sess, self.model.phase, 1)
+            tflib.set_variables(self.sess, {self.model.phase: 1})
         if self.sess.run(self.model.phase) == 1:
             self.run_phase(1, pretrain_end, gan_end, self.gan_step)
 

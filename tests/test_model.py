@@ -458,7 +458,7 @@ def test_the_graphs_gan_losses_are_gan_losses_of_its_logits_with_its_settings(se
         sess.run(init)
         # D's logits moved from about 0 (D(x) = 0.5, where label smoothing hardly changes the loss) to about 2
         bias = next(v for v in graph.get_collection("variables") if v.op.name.endswith("dense1/bias"))
-        tflib.set_variable(sess, bias, np.full(bias.shape, 2.0, np.float32))
+        tflib.set_variables(sess, {bias: np.full(bias.shape, 2.0, np.float32)})
         losses, dx, dg = sess.run([(model.d_loss, model.adv_loss), model.Dx, model.Dg], feed(model))
     np.testing.assert_allclose(losses, gan_losses_of(dx, dg, **settings), rtol=1e-4)
     assert losses[0] != pytest.approx(gan_losses_of(dx, dg)[0], rel=1e-2)  # the settings make a difference here
