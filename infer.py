@@ -42,11 +42,16 @@ def shipped_generators():
 
 
 def resolve_model(model):
-    """The path of the generator `model` names: an existing path as it is; a shipped generator's name (srresnet,
-    srgan) its .npz in WEIGHTS once its sha256 is the one generators.json records, else CLIError."""
-    if os.path.exists(model):
-        return model
-    shipped = shipped_generators()
+    """The path of the generator `model` names: a shipped generator's name (srresnet, srgan) its .npz in WEIGHTS
+    once its sha256 is the one generators.json records, else CLIError; anything else as it is, a path. The
+    names win, so that a folder named srgan in the working directory never replaces the default model: it
+    is ./srgan."""
+    try:
+        shipped = shipped_generators()
+    except CLIError:
+        if os.path.exists(model):  # a path of the user's own needs no list of the shipped generators
+            return model
+        raise
     if model not in shipped:
         return model  # the loader says there is no such run, checkpoint or file
     path = os.path.join(WEIGHTS, shipped[model]["file"])
@@ -339,7 +344,7 @@ def build_parser():
     p.add_argument("--model", "--checkpoint", default=DEFAULT_MODEL,
                    help="srgan (default) or srresnet, the generators shipped in weights/ (their sha256 checked "
                         "against weights/generators.json), or a run directory, checkpoint prefix, SavedModel or "
-                        "exported .npz")
+                        "exported .npz (./srgan for one named like a shipped generator)")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--out-dir", help="where the <name>_x4.png files go")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")

@@ -120,6 +120,20 @@ def test_a_shipped_generator_that_is_missing_is_one_line(exported, tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
+def test_a_shipped_name_wins_over_a_folder_of_that_name(exported, tmp_path, monkeypatch):
+    """The default model stays the shipped one when the working directory holds a folder named like it."""
+    weights = shipped(tmp_path / "weights", exported)
+    monkeypatch.setattr(infer, "WEIGHTS", str(weights))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / NAME).mkdir()
+    assert infer.resolve_model(NAME) == os.path.join(str(weights), f"{NAME}.npz")
+    assert infer.resolve_model(f"./{NAME}") == f"./{NAME}"
+    (weights / infer.SHIPPED).unlink()
+    assert infer.resolve_model(f"./{NAME}") == f"./{NAME}"  # a path of one's own needs no list of shipped ones
+    with pytest.raises(utils.CLIError, match="shipped generators"):
+        infer.resolve_model("no-such-model")
+
+
 def test_a_generator_not_shipped_yet_is_one_line(tmp_path):
     weights = shipped(tmp_path / "weights", lr_photo(tmp_path))  # any file: it is never read
     entries = json.loads((weights / infer.SHIPPED).read_text())
