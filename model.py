@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from tflib import tf, tf1
-from vgg16 import VGG16
+from vgg16 import VGG16, stride
 
 CONTENT_LOSSES = ("vgg", "mse", "mse+vgg")
 # standard: the paper's; relativistic: the relativistic average GAN's (Jolicoeur-Martineau 2018; ESRGAN)
@@ -23,6 +23,12 @@ PRECISIONS = ("fp32", "bf16", "mixed_float16")
 SCALE = 4  # the generator's two x2 sub-pixel steps
 VGG_RESCALE = 1 / 12.75  # the paper rescales VGG features so the VGG loss is comparable to the MSE
 ADV_WEIGHT = 1e-3  # the paper's weight of the adversarial loss in the perceptual loss
+# The texture loss (EnhanceNet, Sajjadi et al. 2017): Gram matrices of these VGG16 layers' features over
+# windows of TEXTURE_PATCH x TEXTURE_PATCH image pixels (fewer at the pooled layers), so that texture is
+# matched where it is, not over the whole crop. Each layer's weight evens out the deeper layers' larger
+# features: the three terms are about equal (7.6-7.9) at the T91 SRResNet's output on T91 crops.
+TEXTURE_LAYERS = {"conv1_1": 1.0, "conv2_1": 1 / 6000, "conv3_1": 1 / 90000}
+TEXTURE_PATCH = 16
 DENSE_SHARD_BYTES = 16 << 20  # dense(): the largest row shard of a kernel
 PHASES = ("pretrain", "gan", "done")
 ON_BLOCKS_SCOPE = "on_blocks"  # conv2d_on_blocks's ops; bench.py counts their FLOPs by it
@@ -189,6 +195,16 @@ def grid_means(images, scale=SCALE):
     return tf.reduce_mean(tf.nn.space_to_depth(detail, scale), axis=[1, 2])
 
 
+def patch_grams(features, patch):
+    """Gram matrices of the features in each patch x patch window (the edge's remainder left out), over
+    the window's pixel count: [batch, rows, columns, channels, channels]."""
+    channels = features.shape[-1]
+    rows, columns = tf.shape(features)[1] // patch, tf.shape(features)[2] // patch
+    windows = tf.nn.space_to_depth(features[:, :rows * patch, :columns * patch], patch)
+    windows = tf.reshape(windows, [-1, rows, columns, patch * patch, channels])
+    return tf.einsum("bijnc,bijnd->bijcd", windows, windows) / (patch * patch)
+
+
 def gan_losses(logits_dx, logits_dg, logits_adv, gan_loss="standard", real_label=1.0):
     """(D's loss, G's adversarial loss) from D's logits for x and G(z), and G's own logits for G(z).
     standard: CE(real_label, D(x)) + CE(0, D(G(z))) and CE(1, D(G(z))). relativistic: each logit less
@@ -277,6 +293,7 @@ class SRGANConfig:
     g_ema: float = 0.0                # decay of a moving average of G's weights, for inference (0: none)
     freeze_g_bn: bool = False         # GAN phase: G's batch norm on its moving averages, not updated
     grid_weight: float = 0.0          # weight of the grid loss (G(z)'s grid_means against x's) in G's loss
+    texture_weight: float = 0.0       # weight of the texture loss (patch_grams of TEXTURE_LAYERS) in G's loss
 
     def __post_init__(self):
         if self.content_loss not in CONTENT_LOSSES:
@@ -319,7 +336,7 @@ class SRGAN:
             self.Dx, self.Dg = tf.sigmoid(logits_dx, name="D_x"), tf.sigmoid(logits_dg, name="D_G_z")
         with tf1.name_scope("discriminator_1/"):
             logits_adv = discriminator_head(features_g, reuse=True)  # G's loss needs G(z)'s alone
-        self.vgg = VGG16() if "vgg" in config.content_loss else None
+        self.vgg = VGG16() if "vgg" in config.content_loss or config.texture_weight else None
         self.build_losses(logits_dx, logits_dg, logits_adv)
         self.build_optimizers()
         self.build_summaries()
@@ -332,12 +349,17 @@ class SRGAN:
 
     def build_losses(self, logits_dx, logits_dg, logits_adv):
         """d_loss and adv_loss (gan_losses), G's from `logits_adv`, the same logits as `logits_dg` computed
-        apart; g_loss = pixel_weight * MSE + VGG loss (the terms content_loss names) + adv_weight * adv_loss.
-        The two VGG16 towers are drawn beside the losses, as the two discriminator calls are."""
+        apart; g_loss = pixel_weight * MSE + VGG loss (the terms content_loss names) + grid_weight * grid
+        loss + texture_weight * texture loss + adv_weight * adv_loss. The two VGG16 towers, one for x and
+        one for G(z), each give every layer a loss compares, and are drawn beside the losses, as the two
+        discriminator calls are."""
+        content_vgg = "vgg" in self.config.content_loss
         if self.vgg is not None:
-            layer, before_relu = self.config.vgg_layer, self.config.vgg_before_relu
-            phi_hr = self.vgg(self.hr, layer, name="vgg_hr", before_relu=before_relu)
-            phi_sr = self.vgg(self.Gz, layer, name="vgg_sr", before_relu=before_relu)
+            layer = self.config.vgg_layer
+            layers = ([layer] if content_vgg else []) + (list(TEXTURE_LAYERS) if self.config.texture_weight else [])
+            before_relu = [layer] if self.config.vgg_before_relu else []
+            phi_hr = self.vgg.features(self.hr, layers, name="vgg_hr", before_relu=before_relu)
+            phi_sr = self.vgg.features(self.Gz, layers, name="vgg_sr", before_relu=before_relu)
         with tf1.name_scope("losses"):
             d_loss, adv_loss = gan_losses(logits_dx, logits_dg, logits_adv, self.config.gan_loss,
                                             self.config.real_label)
@@ -346,14 +368,27 @@ class SRGAN:
             terms = []
             if "mse" in self.config.content_loss:
                 terms.append(self.config.pixel_weight * self.mse_loss)
-            if self.vgg is not None:
-                self.vgg_loss = tf.reduce_mean(tf.square(phi_sr * VGG_RESCALE - phi_hr * VGG_RESCALE), name="vgg_loss")
+            if content_vgg:
+                self.vgg_loss = tf.reduce_mean(tf.square(phi_sr[layer] * VGG_RESCALE - phi_hr[layer] * VGG_RESCALE),
+                                               name="vgg_loss")
                 terms.append(self.vgg_loss)
             if self.config.grid_weight:
                 self.grid_loss = tf.reduce_mean(tf.square(grid_means(self.Gz) - grid_means(self.hr)), name="grid_loss")
                 terms.append(self.config.grid_weight * self.grid_loss)
+            if self.config.texture_weight:
+                self.texture_loss = tf.add_n([weight * self.texture_distance(phi_sr[name], phi_hr[name], name)
+                                              for name, weight in TEXTURE_LAYERS.items()], name="texture_loss")
+                terms.append(self.config.texture_weight * self.texture_loss)
             self.content_loss = tf.add_n(terms, name="content_loss")
             self.g_loss = tf.add(self.content_loss, self.config.adv_weight * self.adv_loss, name="g_loss")
+
+    @staticmethod
+    def texture_distance(phi_sr, phi_hr, layer):
+        """Mean squared difference of the rescaled `layer` features' patch_grams."""
+        patch = TEXTURE_PATCH // stride(layer)
+        with tf1.name_scope("texture"):
+            return tf.reduce_mean(tf.square(patch_grams(phi_sr * VGG_RESCALE, patch) -
+                                            patch_grams(phi_hr * VGG_RESCALE, patch)))
 
     def build_optimizers(self):
         """One Adam per job, each minimizing over its own scope's variables after that scope's
@@ -429,6 +464,8 @@ class SRGAN:
                          scalar("content_loss", self.content_loss), mse_summary, lr_summary]
             if self.config.grid_weight:
                 g_scalars.append(scalar("grid_loss", self.grid_loss))
+            if self.config.texture_weight:
+                g_scalars.append(scalar("texture_loss", self.texture_loss))
             self.g_summary = tf1.summary.merge(g_scalars)
             size = tf.shape(self.hr)[1:3]
             nearest = tf.image.resize(self.lr, size, method="nearest")

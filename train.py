@@ -44,7 +44,7 @@ DEFAULTS = dict(
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
     # The GAN phase's levers, at the paper's setting:
     d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0, g_ema=0.0,
-    d_warmup_iters=0, freeze_g_bn=False, grid_weight=0.0,
+    d_warmup_iters=0, freeze_g_bn=False, grid_weight=0.0, texture_weight=0.0,
     init_from=None,  # a new run's generator from a shipped or exported one: {"model", "path", "sha256"}
 )
 PRESETS = {
@@ -161,6 +161,9 @@ def build_parser():
     p.add_argument("--grid-weight", type=float, help="weight of a grid loss in G's loss: the squared difference of "
                    "G(z)'s and x's detail averaged at each position of the 4-pixel grid, the fixed pattern the "
                    "sub-pixel steps can paint (default 0: none, the paper's)")
+    p.add_argument("--texture-weight", type=float, help="weight of a texture loss in G's loss (EnhanceNet's): the "
+                   "squared difference of G(z)'s and x's Gram matrices of VGG16 conv1_1, conv2_1 and conv3_1 "
+                   "features over 16x16-pixel windows (default 0: none, the paper's)")
     p.add_argument("--pretrain-iters", type=int)
     p.add_argument("--gan-iters", type=int)
     p.add_argument("--d-warmup-iters", type=int, help="the first N GAN iterations update the discriminator alone, "
@@ -236,7 +239,7 @@ def check_config(cfg):
             raise ConfigError(f"{flag} must be positive, not {cfg[key]}")
     if not 0 <= cfg["beta1"] < 1:
         raise ConfigError(f"--beta1 must be in [0, 1), not {cfg['beta1']}")
-    for key in ("adv_weight", "pixel_weight", "grid_weight"):
+    for key in ("adv_weight", "pixel_weight", "grid_weight", "texture_weight"):
         if cfg[key] < 0:
             raise ConfigError(f"--{key.replace('_', '-')} must not be negative")
     if cfg["pixel_weight"] != 1 and "mse" not in cfg["content_loss"]:
@@ -264,7 +267,7 @@ def model_config(cfg):
         precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"],
         real_label=cfg["real_label"], gan_loss=cfg["gan_loss"], adv_weight=cfg["adv_weight"],
         pixel_weight=cfg["pixel_weight"], g_ema=cfg["g_ema"], freeze_g_bn=cfg["freeze_g_bn"],
-        grid_weight=cfg["grid_weight"])
+        grid_weight=cfg["grid_weight"], texture_weight=cfg["texture_weight"])
 
 
 # ----------------------------------------------------------------------------- training
@@ -313,7 +316,7 @@ class Trainer:
                                                            "training images" if len(training) < len(paths) else ""))
             paths = training
         paths, bad = data.check_files(paths, cfg["max_bad_fraction"], cfg["max_pixels"], seed=cfg["seed"])
-        needs_vgg = "vgg" in cfg["content_loss"] or cfg["val_every"]
+        needs_vgg = "vgg" in cfg["content_loss"] or cfg["texture_weight"] or cfg["val_every"]
         weights = vgg16.resolve_weights(cfg["vgg_weights"]) if needs_vgg else None
         self.eval_lr, self.eval_hr = data.eval_pairs(paths, cfg["hr_size"], SCALE, cfg["hr_prep"], 4, cfg["max_pixels"])
         print(f"{len(paths)} training images ({cfg['dataset']})" + (f"; left out {len(bad)} unreadable: {bad[0]}" if bad else ""))

@@ -208,6 +208,11 @@ def resolve_weights(path=None):
 # the graph
 
 
+def stride(layer):
+    """How many image pixels apart `layer`'s features are: 2 for each max-pool before it."""
+    return 2 ** sum(LAYERS.index(pool) < LAYERS.index(layer) for pool in POOL_AFTER)
+
+
 class VGG16:
     """The 13 VGG16 conv layers as frozen variables, shared by every tower built with __call__."""
 
@@ -239,22 +244,33 @@ class VGG16:
     def __call__(self, images, layer="conv5_3", name="vgg16_tower", before_relu=False):
         """The ReLU output of `layer` for `images`: NHWC float32 RGB in [-1, 1], any batch and size;
         before_relu: its input instead, negative values included (ESRGAN's content features)."""
-        if layer not in LAYERS:
-            raise ValueError(f"unknown VGG16 layer {layer!r}; choose one of {', '.join(LAYERS)}")
+        return self.features(images, [layer], name, [layer] if before_relu else [])[layer]
+
+    def features(self, images, layers, name="vgg16_tower", before_relu=()):
+        """{layer: its ReLU output} for each of `layers` from one tower, which stops at the deepest;
+        the layers named in before_relu give their ReLU's input instead."""
+        unknown = [layer for layer in layers if layer not in LAYERS]
+        if unknown:
+            raise ValueError(f"unknown VGG16 layer {unknown[0]!r}; choose one of {', '.join(LAYERS)}")
+        last = max(LAYERS.index(layer) for layer in layers)
+        outputs = {}
         with tf1.name_scope(name):
             # The weights were trained on Caffe-style input: BGR in 0..255 minus the ImageNet mean.
             x = tf1.reverse((images + 1.0) * 127.5, axis=[-1]) - MEAN_BGR
-            for conv in LAYERS:
+            for conv in LAYERS[:last + 1]:
                 with tf1.name_scope(conv):
                     kernel, bias = self.variables[conv]
                     x = tf1.nn.bias_add(tf1.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME"), bias)
-                    if conv == layer and before_relu:
-                        return x
+                    if conv in layers and conv in before_relu:
+                        outputs[conv] = x
+                        if conv == LAYERS[last]:
+                            break
                     x = tf1.nn.relu(x)
-                if conv == layer:
-                    return x
-                if conv in POOL_AFTER:
+                if conv in layers and conv not in before_relu:
+                    outputs[conv] = x
+                if conv in POOL_AFTER and conv != LAYERS[last]:
                     x = tf1.nn.max_pool(x, 2, 2, "VALID", name=f"pool{conv[4]}")
+        return outputs
 
 
 class Distance:

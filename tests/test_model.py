@@ -1,11 +1,14 @@
 """The SRGAN graph: shared variables, optimizer scopes, batch-norm updates, shapes, checkpoints."""
 import numpy as np
 import pytest
+import skimage.data
 import tensorflow as tf
 
+import metrics
 import model as model_module
 import tflib
 from model import SRGAN, SRGANConfig
+from vgg16 import VGG16
 
 tf1 = tf.compat.v1
 HR, BLOCKS = 32, 2
@@ -137,17 +140,53 @@ def test_losses_combine_as_in_the_paper(built, session):
     assert g == pytest.approx(content + 1e-3 * adv, rel=1e-5)
 
 
-@pytest.mark.parametrize("pixel_weight, adv_weight, grid_weight", [(1.0, 1e-3, 0.0), (0.01, 5e-3, 1e3)])
-def test_mse_plus_vgg_content_loss_with_the_terms_weights(vgg_weights, pixel_weight, adv_weight, grid_weight):
-    graph, model, init, _ = build("mse+vgg", pixel_weight=pixel_weight, adv_weight=adv_weight, grid_weight=grid_weight)
+@pytest.mark.parametrize("pixel_weight, adv_weight, grid_weight, texture_weight",
+                         [(1.0, 1e-3, 0.0, 0.0), (0.01, 5e-3, 1e3, 0.0), (0.5, 1e-3, 1e3, 0.1)])
+def test_mse_plus_vgg_content_loss_with_the_terms_weights(vgg_weights, pixel_weight, adv_weight, grid_weight,
+                                                           texture_weight):
+    graph, model, init, _ = build("mse+vgg", pixel_weight=pixel_weight, adv_weight=adv_weight, grid_weight=grid_weight,
+                                  texture_weight=texture_weight)
     with tf1.Session(graph=graph) as sess:
         sess.run(init)
         model.vgg.load(sess, vgg_weights)
         g, c, m, v, adv = sess.run([model.g_loss, model.content_loss, model.mse_loss, model.vgg_loss, model.adv_loss], feed(model))
         grid = sess.run(model.grid_loss, feed(model)) if grid_weight else 0.0
+        texture = sess.run(model.texture_loss, feed(model)) if texture_weight else 0.0
     assert grid_weight == 0 or grid > 1e-6
-    assert c == pytest.approx(pixel_weight * m + v + grid_weight * grid, rel=1e-5)
+    assert texture_weight == 0 or texture > 1e-3
+    assert c == pytest.approx(pixel_weight * m + v + grid_weight * grid + texture_weight * texture, rel=1e-5)
     assert g == pytest.approx(c + adv_weight * adv, rel=1e-5)
+
+
+def test_patch_grams_are_each_windows_gram_matrix():
+    features = np.random.default_rng(0).normal(size=(2, 10, 13, 3)).astype(np.float32)
+    with tf1.Session(graph=tf.Graph()) as sess:
+        grams = sess.run(model_module.patch_grams(tf.constant(features), 4))
+    assert grams.shape == (2, 2, 3, 3, 3)  # the rows and columns past the last whole window left out
+    for i in range(2):
+        for j in range(3):
+            window = features[:, 4 * i:4 * i + 4, 4 * j:4 * j + 4].reshape(2, 16, 3)
+            np.testing.assert_allclose(grams[:, i, j], np.einsum("bnc,bnd->bcd", window, window) / 16, rtol=1e-5)
+
+
+def test_texture_loss_compares_texture_where_it_is(vgg_weights):
+    """Zero for the photo itself, above zero for it blurred, and for its halves swapped, whose texture over
+    the whole crop is the photo's: the windows keep the texture in its place."""
+    photo = skimage.data.astronaut()[200:264, 180:244].astype(np.float32) / 127.5 - 1
+    blurred = metrics.imresize(metrics.imresize(((photo + 1) * 127.5).astype(np.uint8), 0.25), 4) / 127.5 - 1
+    swapped = np.concatenate([photo[:, 32:], photo[:, :32]], axis=1)
+    with tf.Graph().as_default():
+        vgg = VGG16()
+        hr, sr = (tf1.placeholder(tf.float32, [None, 64, 64, 3]) for _ in range(2))
+        phi_hr, phi_sr = (vgg.features(x, list(model_module.TEXTURE_LAYERS)) for x in (hr, sr))
+        texture = tf.add_n([weight * SRGAN.texture_distance(phi_sr[name], phi_hr[name], name)
+                            for name, weight in model_module.TEXTURE_LAYERS.items()])
+        with tf1.Session() as sess:
+            vgg.load(sess, vgg_weights)
+            loss = {name: sess.run(texture, {hr: photo[None], sr: image[None].astype(np.float32)})
+                    for name, image in (("same", photo), ("blurred", blurred), ("swapped", swapped))}
+    assert loss["same"] == 0
+    assert loss["blurred"] > 1 and loss["swapped"] > 10, loss  # one window over the whole crop: swapped 0.5
 
 
 def test_grid_means_hold_a_pattern_repeating_every_four_pixels_at_its_positions():

@@ -109,6 +109,7 @@ BAD_INPUTS = [
     (["--d-lr", "0"], "--d-lr must be positive"),
     (["--real-label", "1.1"], "--real-label must be in (0, 1]"),
     (["--grid-weight", "-1"], "--grid-weight must not be negative"),
+    (["--texture-weight", "-1"], "--texture-weight must not be negative"),
     (["--pixel-weight", "0.01"], "--pixel-weight weights the MSE term, which --content-loss vgg leaves out"),
     (["--runs-dir", "/dev/null/runs"], "Not a directory"),
 ]
@@ -216,10 +217,11 @@ def test_g_ema_resumes_a_run_saved_without_averages_and_infer_uses_them(pretrain
         np.testing.assert_array_equal(restored[name], trained.get_tensor(name))
 
 
-def scalar_steps(run_dir, tag):
-    return sorted(event.step for name in os.listdir(run_dir) if name.startswith("events.out.tfevents")
-                  for event in tf1.train.summary_iterator(os.path.join(run_dir, name))
-                  for value in event.summary.value if value.tag == tag)
+def scalars(run_dir, tag):
+    """{step: value} of a scalar summary in a run's TensorBoard files."""
+    return {event.step: value.simple_value for name in os.listdir(run_dir) if name.startswith("events.out.tfevents")
+            for event in tf1.train.summary_iterator(os.path.join(run_dir, name))
+            for value in event.summary.value if value.tag == tag}
 
 
 def test_d_warmup_iterations_update_d_alone_each_a_step(pretrained, tmp_path):
@@ -235,7 +237,20 @@ def test_d_warmup_iterations_update_d_alone_each_a_step(pretrained, tmp_path):
     names = [n for n in warmed.get_variable_to_shape_map() if n.startswith(("generator/", "discriminator/")) and "adam" not in n.lower()]
     moved = {n for n in names if not np.array_equal(warmed.get_tensor(n), before[n])}
     assert any(n.startswith("discriminator/") for n in moved) and not any(n.startswith("generator/") for n in moved)
-    assert scalar_steps(run_dir, "summaries/d_loss") == [4, 5] and not scalar_steps(run_dir, "summaries/g_loss")
+    assert sorted(scalars(run_dir, "summaries/d_loss")) == [4, 5] and not scalars(run_dir, "summaries/g_loss")
+
+
+def test_the_texture_loss_compares_imagenet_features_without_the_vgg_loss(pretrained, tmp_path):
+    """--content-loss mse leaves the VGG loss out; the texture loss still needs VGG16's weights loaded
+    (on the zeros the variables start with, it would be 0 whatever G paints)."""
+    run_dir = tmp_path / "texture"
+    shutil.copytree(pretrained[0], run_dir)
+    result = train("--name", "texture", "--runs-dir", str(tmp_path), "--resume", "--content-loss", "mse",
+                   "--texture-weight", "0.5", "--gan-iters", "1", "--summary-every", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    (step, texture), = scalars(run_dir, "summaries/texture_loss").items()
+    content, mse = (scalars(run_dir, f"summaries/{tag}")[step] for tag in ("content_loss", "mse_loss"))
+    assert texture > 1e-3 and content == pytest.approx(mse + 0.5 * texture, rel=1e-4)
 
 
 def test_a_resumed_run_takes_up_the_data_where_it_stopped_d_warmup_included():

@@ -209,8 +209,11 @@ def test_towers_share_one_set_of_frozen_variables():
         sr_in = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
         hr, sr = vgg(hr_in, name="vgg_hr"), vgg(sr_in, name="vgg_sr")
         low = vgg(hr_in, layer="conv2_2", name="vgg_low")
+        several = vgg.features(hr_in, ["conv2_1", "conv1_1"], name="vgg_several")
         with pytest.raises(ValueError, match="conv5_3"):
             vgg(hr_in, layer="fc7")
+        with pytest.raises(ValueError, match="fc7"):
+            vgg.features(hr_in, ["conv1_1", "fc7"])
 
         expected = sorted(f"vgg16/{name}/{part}" for name in LAYERS for part in ("kernel", "bias"))
         assert sorted(v.op.name for v in tf.compat.v1.global_variables()) == expected
@@ -226,6 +229,10 @@ def test_towers_share_one_set_of_frozen_variables():
                 (conv,) = [op for n, op in convs.items() if n.startswith(f"{tower}/{name}/")]
                 assert source_variable(conv.inputs[1]) == f"vgg16/{name}/kernel"
         assert sorted({n.split("/")[1] for n in convs if n.startswith("vgg_low/")}) == list(LAYERS[:4])
+        # one tower for several layers, up to the deepest
+        assert sorted(several) == ["conv1_1", "conv2_1"] and several["conv2_1"].shape.as_list()[-1] == 128
+        assert sorted({n.split("/")[1] for n in convs if n.startswith("vgg_several/")}) == list(LAYERS[:3])
+        assert [op.name for op in graph.get_operations() if op.name.startswith("vgg_several/pool")] == ["vgg_several/pool1"]
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +244,8 @@ def loaded(vgg_weights):
         images = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
         outputs = {"conv1_1": vgg(images, "conv1_1", "vgg_low"), "hr": vgg(images, name="vgg_hr"),
                    "sr": vgg(images, name="vgg_sr"), "conv1_1 before": vgg(images, "conv1_1", before_relu=True),
-                   "before": vgg(images, before_relu=True)}
+                   "before": vgg(images, before_relu=True),
+                   "several": vgg.features(images, ["conv1_1", "conv5_3"], "vgg_several", before_relu=["conv1_1"])}
     graph.finalize()
     assert graph.as_graph_def().ByteSize() < 1_000_000  # weights are fed, not baked in as constants
     with tf.compat.v1.Session(graph=graph) as sess:
@@ -248,7 +256,8 @@ def loaded(vgg_weights):
 def test_conv1_1_matches_numpy(vgg_weights, loaded):
     sess, images, outputs = loaded
     rgb = np.random.default_rng(0).uniform(-1, 1, (2, 5, 7, 3)).astype(np.float32)
-    got, before = sess.run([outputs["conv1_1"], outputs["conv1_1 before"]], {images: rgb})
+    got, before, several = sess.run([outputs["conv1_1"], outputs["conv1_1 before"], outputs["several"]["conv1_1"]],
+                                    {images: rgb})
 
     bgr = ((rgb.astype(np.float64) + 1) * 127.5)[..., ::-1] - [103.939, 116.779, 123.68]
     padded = np.pad(bgr, ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -260,16 +269,18 @@ def test_conv1_1_matches_numpy(vgg_weights, loaded):
     np.testing.assert_allclose(before, want, rtol=1e-4, atol=1e-3)
     assert got.shape == (2, 5, 7, 64)
     np.testing.assert_allclose(got, np.maximum(want, 0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(several, before)
 
 
 def test_conv5_3_of_a_photo(loaded):
     sess, images, outputs = loaded
     photo = skimage.data.astronaut()[::2, ::2][16:240, 16:240]
     rgb = photo[None].astype(np.float32) / 127.5 - 1
-    hr, sr, before = sess.run([outputs["hr"], outputs["sr"], outputs["before"]], {images: rgb})
+    hr, sr, before, several = sess.run([outputs["hr"], outputs["sr"], outputs["before"], outputs["several"]], {images: rgb})
     assert hr.shape == (1, 14, 14, 512)
     assert np.isfinite(hr).all() and hr.min() == 0 and hr.max() > 1 and 0.01 < (hr > 0).mean() < 0.9
     np.testing.assert_array_equal(hr, sr)
+    np.testing.assert_array_equal(hr, several["conv5_3"])
     assert before.min() < -1
     np.testing.assert_allclose(hr, np.maximum(before, 0), rtol=1e-5, atol=1e-5)
 
