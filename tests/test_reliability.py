@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 
 import data
 import infer
+import tflib
 import train as train_module
 import utils
 from conftest import ROOT, assert_one_error_line, run_in_turn
@@ -236,7 +237,7 @@ def test_non_finite_weights_are_never_saved(trainer):
     variable = next(v for v in trainer.model.saveable_variables() if v.name == kernel.name)
     poisoned = trainer.sess.run(variable)
     poisoned[0, 0, 0, 0] = np.nan
-    variable.load(poisoned, trainer.sess)
+    tflib.set_variables(trainer.sess, {variable: poisoned})
     with pytest.raises(train_module.TrainingError, match="not finite.*lower --lr"):
         trainer.save()
     assert tf.compat.v1.train.latest_checkpoint(trainer.run_dir) == last

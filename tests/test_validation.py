@@ -13,6 +13,7 @@ from PIL import Image
 import data
 import infer
 import metrics
+import tflib
 import train as train_module
 import validation
 from conftest import run_in_turn
@@ -182,12 +183,11 @@ def test_the_drift_warning_fires_on_broken_moving_averages_and_not_on_matched_on
             variables = {v.op.name: v for v in trainer.graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)}
             trainer.validator(trainer.sess.run(trainer.val_sources))
             matched = batch_statistics(trainer.validator, trainer.val_pairs[0][1])
-            for name, value in matched.items():
-                variables[name].load(value, trainer.sess)
+            tflib.set_variables(trainer.sess, {variables[name]: value for name, value in matched.items()})
             trainer.validate(5)
-            for name, value in matched.items():  # run D's collapse: the averages, not the weights, broken
-                if name.endswith("moving_variance"):
-                    variables[name].load(value * 1e-4, trainer.sess)
+            # run D's collapse: the averages, not the weights, broken
+            tflib.set_variables(trainer.sess, {variables[name]: value * 1e-4 for name, value in matched.items()
+                                               if name.endswith("moving_variance")})
             trainer.validate(6)
             trainer.writer.flush()
     finally:
