@@ -205,6 +205,18 @@ def patch_grams(features, patch):
     return tf.einsum("bijnc,bijnd->bijcd", windows, windows) / (patch * patch)
 
 
+def texture_loss(phi_sr, phi_hr):
+    """The texture loss of G(z)'s and x's {layer: features} (VGG16.features of TEXTURE_LAYERS): per layer, the
+    mean squared difference of the rescaled features' patch_grams, weighted and summed."""
+    terms = []
+    for layer, weight in TEXTURE_LAYERS.items():
+        patch = TEXTURE_PATCH // stride(layer)
+        with tf1.name_scope("texture"):
+            terms.append(weight * tf.reduce_mean(tf.square(patch_grams(phi_sr[layer] * VGG_RESCALE, patch) -
+                                                           patch_grams(phi_hr[layer] * VGG_RESCALE, patch))))
+    return tf.add_n(terms)
+
+
 def gan_losses(logits_dx, logits_dg, logits_adv, gan_loss="standard", real_label=1.0):
     """(D's loss, G's adversarial loss) from D's logits for x and G(z), and G's own logits for G(z).
     standard: CE(real_label, D(x)) + CE(0, D(G(z))) and CE(1, D(G(z))). relativistic: each logit less
@@ -376,19 +388,10 @@ class SRGAN:
                 self.grid_loss = tf.reduce_mean(tf.square(grid_means(self.Gz) - grid_means(self.hr)), name="grid_loss")
                 terms.append(self.config.grid_weight * self.grid_loss)
             if self.config.texture_weight:
-                self.texture_loss = tf.add_n([weight * self.texture_distance(phi_sr[name], phi_hr[name], name)
-                                              for name, weight in TEXTURE_LAYERS.items()], name="texture_loss")
+                self.texture_loss = tf.identity(texture_loss(phi_sr, phi_hr), name="texture_loss")
                 terms.append(self.config.texture_weight * self.texture_loss)
             self.content_loss = tf.add_n(terms, name="content_loss")
             self.g_loss = tf.add(self.content_loss, self.config.adv_weight * self.adv_loss, name="g_loss")
-
-    @staticmethod
-    def texture_distance(phi_sr, phi_hr, layer):
-        """Mean squared difference of the rescaled `layer` features' patch_grams."""
-        patch = TEXTURE_PATCH // stride(layer)
-        with tf1.name_scope("texture"):
-            return tf.reduce_mean(tf.square(patch_grams(phi_sr * VGG_RESCALE, patch) -
-                                            patch_grams(phi_hr * VGG_RESCALE, patch)))
 
     def build_optimizers(self):
         """One Adam per job, each minimizing over its own scope's variables after that scope's

@@ -179,8 +179,7 @@ def test_texture_loss_compares_texture_where_it_is(vgg_weights):
         vgg = VGG16()
         hr, sr = (tf1.placeholder(tf.float32, [None, 64, 64, 3]) for _ in range(2))
         phi_hr, phi_sr = (vgg.features(x, list(model_module.TEXTURE_LAYERS)) for x in (hr, sr))
-        texture = tf.add_n([weight * SRGAN.texture_distance(phi_sr[name], phi_hr[name], name)
-                            for name, weight in model_module.TEXTURE_LAYERS.items()])
+        texture = model_module.texture_loss(phi_sr, phi_hr)
         with tf1.Session() as sess:
             vgg.load(sess, vgg_weights)
             loss = {name: sess.run(texture, {hr: photo[None], sr: image[None].astype(np.float32)})
