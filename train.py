@@ -27,7 +27,8 @@ import tflib
 import utils
 import validation
 import vgg16
-from model import ADV_WEIGHT, CONTENT_LOSSES, GAN_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN, SRGANConfig
+from model import (ADV_WEIGHT, CONTENT_LOSSES, GAN_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN, TEXTURE_LAYERS,
+                   SRGANConfig)
 from tflib import tf, tf1
 
 # ----------------------------------------------------------------------------- configuration
@@ -245,6 +246,9 @@ def check_config(cfg):
     if cfg["pixel_weight"] != 1 and "mse" not in cfg["content_loss"]:
         raise ConfigError(f"--pixel-weight weights the MSE term, which --content-loss {cfg['content_loss']} "
                           "leaves out: add it with --content-loss mse+vgg")
+    if cfg["vgg_before_relu"] and cfg["texture_weight"] and cfg["vgg_layer"] in TEXTURE_LAYERS:
+        raise ConfigError(f"--vgg-before-relu with --vgg-layer {cfg['vgg_layer']} would give the texture loss that "
+                          f"layer before its ReLU too: choose a --vgg-layer other than {', '.join(TEXTURE_LAYERS)}")
     if not 0 <= cfg["g_ema"] < 1:
         raise ConfigError(f"--g-ema must be in [0, 1), not {cfg['g_ema']}")
     if not 0 < cfg["real_label"] <= 1:

@@ -110,6 +110,8 @@ BAD_INPUTS = [
     (["--real-label", "1.1"], "--real-label must be in (0, 1]"),
     (["--grid-weight", "-1"], "--grid-weight must not be negative"),
     (["--texture-weight", "-1"], "--texture-weight must not be negative"),
+    (["--texture-weight", "0.05", "--vgg-layer", "conv2_1", "--vgg-before-relu"],
+     "--vgg-before-relu with --vgg-layer conv2_1 would give the texture loss that layer before its ReLU too"),
     (["--pixel-weight", "0.01"], "--pixel-weight weights the MSE term, which --content-loss vgg leaves out"),
     (["--runs-dir", "/dev/null/runs"], "Not a directory"),
 ]
