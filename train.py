@@ -361,7 +361,9 @@ class Trainer:
         """--init-from, before step 0: the generator's variables from `source` (cfg["init_from"]), which must have
         this run's --blocks; the moving average of its weights (--g-ema) starts from them."""
         weights = infer.generator_weights(source["path"])
-        infer.check_architecture(source["path"], {name: list(a.shape) for name, a in weights.items()},
+        preset = self.cfg["preset"]
+        chosen_by = f" (--preset {preset} starts from it)" if PRESETS[preset].get("init_from") == source["model"] else ""
+        infer.check_architecture(source["path"] + chosen_by, {name: list(a.shape) for name, a in weights.items()},
                                  self.model.g_variables, self.cfg["blocks"], "this run's --blocks is")
         infer.assign(self.sess, self.model.g_variables, weights)
         if self.model.ema:

@@ -256,13 +256,16 @@ def test_init_from_a_run_keeps_the_pretraining_when_asked(tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--blocks", "3"], "2 residual blocks, this run's --blocks is 3"),
-    (["--name", "init", "--resume"], "--init-from starts a new run"),
+    (["--init-from", "EXPORTED", "--blocks", "3"], "2 residual blocks, this run's --blocks is 3"),
+    (["--init-from", "EXPORTED", "--name", "init", "--resume"], "--init-from starts a new run"),
+    (["--preset", "quick", "--blocks", "3"],  # the preset chose the shipped SRResNet: say so
+     "srresnet.npz (--preset quick starts from it) has a generator with 16 residual blocks, this run's --blocks is 3"),
 ])
 def test_init_from_refuses_another_architecture_or_a_resumed_run(exported, tmp_path, args, message):
     (tmp_path / "init").mkdir()
     (tmp_path / "init" / "config.json").write_text("{}")
-    result = cli("train", *TINY, "--init-from", exported, "--runs-dir", tmp_path, *args)
+    args = [str(exported) if arg == "EXPORTED" else arg for arg in args]
+    result = cli("train", *TINY, "--runs-dir", tmp_path, *args)
     assert_one_error_line(result, message)
     assert sorted(os.listdir(tmp_path)) == ["init"]
 
