@@ -57,6 +57,26 @@ def set_variables(sess, values):
     sess.run([v.initializer for v in values], {v.initializer.inputs[1]: value for v, value in values.items()})
 
 
+CPUINFO = "/proc/cpuinfo"
+
+
+def bf16_cpu():
+    """Whether this CPU has the bfloat16 instructions oneDNN's bf16 rewrite needs (AVX512_BF16 or AMX);
+    elsewhere that rewrite emulates them, slower than fp32."""
+    try:
+        with open(CPUINFO) as f:
+            return re.search(r"\b(avx512_bf16|amx_bf16)\b", f.read()) is not None
+    except OSError:  # no /proc (macOS, Windows)
+        return False
+
+
+def resolve_precision(precision):
+    """--precision auto: bf16 on a CPU with bfloat16 instructions and no GPU, else fp32; others unchanged."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_cpu() and not tf.config.list_physical_devices("GPU") else "fp32"
+
+
 def session_config(precision="fp32"):
     """The training sessions' options: all of this machine's cores; soft placement, so that the same
     graph runs on a GPU where there is one; no constant folding, which would turn the zero initial

@@ -56,11 +56,11 @@ PRESETS = {
                   pretrain_iters=1_000_000, gan_iters=200_000, save_every=5000, sample_every=5000, val_every=5000),
     # The GAN phase in a few minutes on 2 CPU cores: 60 gentle adversarial iterations from the shipped
     # SRResNet, on the sample photos. Pre-trained here from scratch in minutes, the generator was still
-    # blurrier than bicubic, so a newcomer's first result looked broken.
-    "quick": dict(dataset="sample", init_from="srresnet", hr_size=96, batch_size=16, learning_rate=3e-5,
-                  beta1=0.9, pretrain_iters=0, gan_iters=60, content_loss="mse+vgg", freeze_g_bn=True,
-                  grid_weight=1000.0, save_every=30, sample_every=30, summary_every=5, image_every=15,
-                  val_every=30),
+    # blurrier than bicubic, so a newcomer's first result looked broken. In bf16 where the CPU has it.
+    "quick": dict(dataset="sample", init_from="srresnet", precision="auto", hr_size=96, batch_size=16,
+                  learning_rate=3e-5, beta1=0.9, pretrain_iters=0, gan_iters=60, content_loss="mse+vgg",
+                  freeze_g_bn=True, grid_weight=1000.0, save_every=30, sample_every=30, summary_every=5,
+                  image_every=15, val_every=30),
     # SRResNet and SRGAN on 2 CPU cores (README, Results; docs/cpu-recipe.md, docs/gan-phase.md): the
     # paper's crops and batch; pre-training at 1e-3 after a warm-up, annealed to 0 along a cosine within
     # 2,500 steps (longer runs at these rates became unstable); a GAN phase at Adam(1e-4, 0.9) whose
@@ -109,8 +109,8 @@ def graph_flags():
     g.add_argument("--hr-size", type=int, help="HR crop size; LR is a quarter of it (default 256)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--blocks", type=int, help="residual blocks in the generator (default 16)")
-    g.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16 (CPUs with AVX512_BF16/AMX), "
-                                                            "mixed_float16 (GPUs)")
+    g.add_argument("--precision", choices=(*PRECISIONS, "auto"), help="fp32 (default), bf16 (CPUs with "
+                   "AVX512_BF16/AMX), mixed_float16 (GPUs), auto: bf16 on such a CPU without a GPU, else fp32")
     g.add_argument("--gan-update", choices=GAN_UPDATES, help="alternating (default, the report's) or fused: "
                                                               "D and G updated from one forward pass")
     g.add_argument("--content-loss", choices=CONTENT_LOSSES)
@@ -202,6 +202,7 @@ def make_config(argv=None):
         with open(saved) as f:
             cfg.update({k: v for k, v in json.load(f).items() if k in DEFAULTS and k not in NOT_RESUMED})
     cfg.update(flags)
+    cfg["precision"] = tflib.resolve_precision(cfg["precision"])  # the run records what it ran with
     if "init_from" in flags or (isinstance(cfg["init_from"], str) and not resume):  # a flag, or a preset's name
         init_from(cfg, resume, pretrain_given="pretrain_iters" in flags)
     if cfg["name"] is None:

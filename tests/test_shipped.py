@@ -14,6 +14,7 @@ from PIL import Image
 import infer
 import metrics
 import model_card
+import tflib
 import utils
 from conftest import ROOT, assert_one_error_line
 from model import generator
@@ -219,6 +220,7 @@ def test_the_quick_preset_runs_the_gan_phase_from_the_shipped_srresnet(tmp_path)
     config = json.loads((tmp_path / "quick" / "config.json").read_text())
     assert config["init_from"]["model"] == "srresnet" and config["init_from"]["sha256"] == shipped["sha256"]
     assert config["pretrain_iters"] == 0 and config["grid_weight"] > 0
+    assert config["precision"] == ("bf16" if tflib.bf16_cpu() else "fp32")  # the preset's auto, resolved
     last = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "quick")))
     assert int(last.get_tensor("global_step")) == 1 and int(last.get_tensor("phase")) == 2
     assert "not a trained SRGAN" in result.stdout and "--preset cpu" in result.stdout

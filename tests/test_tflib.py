@@ -57,3 +57,21 @@ def test_a_working_import_drops_only_the_known_chatter(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "first line\n"
     assert result.stderr == "E0000 loader.cc:1] something TensorFlow needs you to know\n"
+
+
+@pytest.mark.parametrize("flags, gpus, expected", [
+    ("fpu sse2 avx512f avx512_bf16 avx512_vnni", [], "bf16"),
+    ("fpu sse2 avx512f amx_bf16 amx_tile", [], "bf16"),
+    ("fpu sse2 avx512f avx512_vnni", [], "fp32"),  # bf16 would be emulated: slower than fp32
+    ("fpu sse2 avx512f avx512_bf16", ["GPU:0"], "fp32"),  # the graph runs on the GPU, not oneDNN
+])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_bfloat16_instructions(tmp_path, monkeypatch, flags, gpus, expected):
+    import tflib
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(tflib, "CPUINFO", str(cpuinfo))
+    monkeypatch.setattr(tflib.tf.config, "list_physical_devices", lambda kind=None: gpus)
+    assert tflib.resolve_precision("auto") == expected
+    assert tflib.resolve_precision("fp32") == "fp32" and tflib.resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(tflib, "CPUINFO", str(tmp_path / "missing"))  # no /proc: fp32
+    assert tflib.resolve_precision("auto") == "fp32"
