@@ -209,12 +209,12 @@ def texture_loss(phi_sr, phi_hr):
     """The texture loss of G(z)'s and x's {layer: features} (VGG16.features of TEXTURE_LAYERS): per layer, the
     mean squared difference of the rescaled features' patch_grams, weighted and summed."""
     terms = []
-    for layer, weight in TEXTURE_LAYERS.items():
-        patch = TEXTURE_PATCH // stride(layer)
-        with tf1.name_scope("texture"):
+    with tf1.name_scope("texture"):
+        for layer, weight in TEXTURE_LAYERS.items():
+            patch = TEXTURE_PATCH // stride(layer)
             terms.append(weight * tf.reduce_mean(tf.square(patch_grams(phi_sr[layer] * VGG_RESCALE, patch) -
                                                            patch_grams(phi_hr[layer] * VGG_RESCALE, patch))))
-    return tf.add_n(terms)
+        return tf.add_n(terms)
 
 
 def gan_losses(logits_dx, logits_dg, logits_adv, gan_loss="standard", real_label=1.0):
