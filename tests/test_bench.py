@@ -103,9 +103,8 @@ def test_reduced_precision_trains_with_float32_variables(precision):
     assert all(np.all(np.isfinite(w)) for w in weights)
     assert all(t.dtype == tf.float32 for t in (model.d_loss, model.g_loss, model.mse_loss))
     if precision == "bf16":
-        with open("/proc/cpuinfo") as f:
-            if not {"avx512_bf16", "amx_bf16"} & set(f.read().split()):
-                pytest.skip("this CPU has no AVX512_BF16 or AMX: TensorFlow keeps the graph in float32")
+        if not tflib.bf16_cpu():
+            pytest.skip("this CPU has no AVX512_BF16 or AMX: TensorFlow keeps the graph in float32")
         assert any(op.endswith("Conv2D") and t == tf.bfloat16.as_datatype_enum for op, t in types), sorted(types)[:20]
         # D's dense layers stream their kernel: they stay in float32.
         matmuls = {t for op, t in types if op.endswith("MatMul")}
