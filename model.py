@@ -6,6 +6,7 @@ assembles them with the losses and summaries. Pure tf.compat.v1: variable_scope 
 for weights, name_scope for a readable TensorBoard graph, explicit UPDATE_OPS for batch norm.
 """
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -16,6 +17,8 @@ from vgg16 import VGG16, stride
 CONTENT_LOSSES = ("vgg", "mse", "mse+vgg")
 # standard: the paper's; relativistic: the relativistic average GAN's (Jolicoeur-Martineau 2018; ESRGAN)
 GAN_LOSSES = ("standard", "relativistic")
+# DiffAugment's transforms of the discriminator's inputs (Zhao et al. 2020), any of them, in this order
+D_AUGMENTS = ("color", "translation", "cutout")
 # fp32; bf16: TensorFlow's oneDNN bfloat16 rewrite on CPUs with AVX512_BF16 or AMX (tflib.session_config);
 # mixed_float16: its float16 rewrite with dynamic loss scaling, for GPUs (the optimizers here).
 # Variables and losses stay float32.
@@ -186,6 +189,42 @@ def discriminator_head(features, reuse=False):
         return dense(lrelu(dense(features, 1024, "dense0")), 1, "dense1")
 
 
+def d_augment(images, policy, seed):
+    """DiffAugment (Zhao et al. 2020): random, differentiable transforms of the discriminator's input, drawn
+    anew for x and G(z) and each image, so that a D trained on a few images cannot memorize them, while G
+    still learns through them. color: brightness +-0.5, saturation x 0-2, contrast x 0.5-1.5; translation:
+    a shift of up to an eighth of the side, zero-padded; cutout: a square of half the side set to 0.
+    seed: [2] integers for the stateless draws (the step: a resumed run draws the same)."""
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    draws = itertools.count(1)  # each draw its own seed
+
+    def uniform(minval, maxval, per_image=True, dtype=tf.float32):
+        size = [batch, 1, 1, 1] if per_image else [batch]
+        return tf.random.stateless_uniform(size, seed * 16 + next(draws), minval, maxval, dtype)
+
+    x = images
+    if "color" in policy:
+        x = x + uniform(-0.5, 0.5)
+        mean = tf.reduce_mean(x, axis=3, keepdims=True)
+        x = (x - mean) * uniform(0.0, 2.0) + mean
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        x = (x - mean) * uniform(0.5, 1.5) + mean
+    if "translation" in policy:
+        pad_h, pad_w = height // 8, width // 8
+        x = tf.pad(x, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]])
+        rows = uniform(0, 2 * pad_h + 1, False, tf.int32)[:, None] + tf.range(height)
+        columns = uniform(0, 2 * pad_w + 1, False, tf.int32)[:, None] + tf.range(width)
+        x = tf.gather(tf.gather(x, rows, axis=1, batch_dims=1), columns, axis=2, batch_dims=1)
+    if "cutout" in policy:
+        def outside(centre, side):  # [batch, side]: true outside a half-side band around centre
+            return tf.abs(tf.range(side)[None] - centre[:, None]) >= side // 4
+        keep = tf.logical_or(outside(uniform(0, height, False, tf.int32), height)[:, :, None],
+                             outside(uniform(0, width, False, tf.int32), width)[:, None, :])
+        x = x * tf.cast(keep, x.dtype)[..., None]
+    return x
+
+
 def grid_means(images, scale=SCALE):
     """Each image's detail (less its scale x scale box mean) averaged at each of the scale^2 positions of
     the scale-pixel grid, per channel: [batch, scale^2 * channels]. A fixed pattern repeating every
@@ -306,6 +345,7 @@ class SRGANConfig:
     freeze_g_bn: bool = False         # GAN phase: G's batch norm on its moving averages, not updated
     grid_weight: float = 0.0          # weight of the grid loss (G(z)'s grid_means against x's) in G's loss
     texture_weight: float = 0.0       # weight of the texture loss (patch_grams of TEXTURE_LAYERS) in G's loss
+    d_augment: tuple = ()             # DiffAugment's transforms of D's inputs, some of D_AUGMENTS
 
     def __post_init__(self):
         if self.content_loss not in CONTENT_LOSSES:
@@ -314,6 +354,8 @@ class SRGANConfig:
             raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, not {self.gan_loss!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if set(self.d_augment) - set(D_AUGMENTS):
+            raise ValueError(f"d_augment must be some of {D_AUGMENTS}, not {self.d_augment!r}")
 
 
 class SRGAN:
@@ -338,7 +380,12 @@ class SRGAN:
                 g_training = tf.equal(self.phase, 0, name="pretraining")
         self.Gz = generator(lr, config.blocks, training=g_training)
         self.g_variables = tf1.global_variables("generator/")  # its weights and batch-norm statistics, no slot yet
-        features_x, features_g = discriminator(hr), discriminator(self.Gz, reuse=True)
+        d_inputs = hr, self.Gz
+        if config.d_augment:
+            with tf1.name_scope("d_augment"):
+                d_inputs = [d_augment(images, config.d_augment, tf.stack([self.global_step, tf.constant(salt, tf.int64)]))
+                            for salt, images in enumerate(d_inputs)]
+        features_x, features_g = discriminator(d_inputs[0]), discriminator(d_inputs[1], reuse=True)
         # D's loss applies the dense head once to both calls' features, stacked: its large kernel is
         # read once each way instead of once per call, and the kernel's gradient is one matmul.
         # TensorBoard draws it in the first call's box, and G's head in the second call's (TensorFlow

@@ -27,8 +27,8 @@ import tflib
 import utils
 import validation
 import vgg16
-from model import (ADV_WEIGHT, CONTENT_LOSSES, GAN_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN, TEXTURE_LAYERS,
-                   SRGANConfig)
+from model import (ADV_WEIGHT, CONTENT_LOSSES, D_AUGMENTS, GAN_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN,
+                   TEXTURE_LAYERS, SRGANConfig)
 from tflib import tf, tf1
 
 # ----------------------------------------------------------------------------- configuration
@@ -45,7 +45,7 @@ DEFAULTS = dict(
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
     # The GAN phase's levers, at the paper's setting:
     d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0, g_ema=0.0,
-    d_warmup_iters=0, freeze_g_bn=False, grid_weight=0.0, texture_weight=0.0,
+    d_warmup_iters=0, freeze_g_bn=False, grid_weight=0.0, texture_weight=0.0, d_augment="",
     init_from=None,  # a new run's generator from a shipped or exported one: {"model", "path", "sha256"}
 )
 PRESETS = {
@@ -147,6 +147,9 @@ def build_parser():
                                                "schedule (TTUR; default: --lr)")
     p.add_argument("--real-label", type=float, help="the target of D(x) in D's loss: below 1 for one-sided label "
                                                     "smoothing, e.g. 0.9 (default 1)")
+    p.add_argument("--d-augment", metavar="POLICY", help="DiffAugment: transform the discriminator's inputs, x and "
+                   f"G(z) alike, so that it cannot memorize a small training set; some of {','.join(D_AUGMENTS)}, "
+                   "comma-separated (default none)")
     p.add_argument("--gan-loss", choices=GAN_LOSSES, help="standard (default, the paper's) or relativistic: "
                                                           "the relativistic average GAN loss (ESRGAN)")
     p.add_argument("--adv-weight", type=float, help=f"the adversarial loss's weight in G's loss; the VGG loss's is 1 "
@@ -252,6 +255,9 @@ def check_config(cfg):
                           f"layer before its ReLU too: choose a --vgg-layer other than {', '.join(TEXTURE_LAYERS)}")
     if not 0 <= cfg["g_ema"] < 1:
         raise ConfigError(f"--g-ema must be in [0, 1), not {cfg['g_ema']}")
+    unknown = set(d_augments(cfg["d_augment"])) - set(D_AUGMENTS)
+    if unknown:
+        raise ConfigError(f"--d-augment takes some of {', '.join(D_AUGMENTS)}, comma-separated, not {', '.join(sorted(unknown))}")
     if not 0 < cfg["real_label"] <= 1:
         raise ConfigError(f"--real-label must be in (0, 1], not {cfg['real_label']}")
     if not 0 <= cfg["max_bad_fraction"] <= 1:
@@ -272,7 +278,12 @@ def model_config(cfg):
         precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"],
         real_label=cfg["real_label"], gan_loss=cfg["gan_loss"], adv_weight=cfg["adv_weight"],
         pixel_weight=cfg["pixel_weight"], g_ema=cfg["g_ema"], freeze_g_bn=cfg["freeze_g_bn"],
-        grid_weight=cfg["grid_weight"], texture_weight=cfg["texture_weight"])
+        grid_weight=cfg["grid_weight"], texture_weight=cfg["texture_weight"], d_augment=d_augments(cfg["d_augment"]))
+
+
+def d_augments(policy):
+    """The transforms of a --d-augment policy ("color,translation", "" for none)."""
+    return tuple(name for name in policy.split(",") if name)
 
 
 # ----------------------------------------------------------------------------- training

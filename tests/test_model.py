@@ -188,6 +188,81 @@ def test_texture_loss_compares_texture_where_it_is(vgg_weights):
     assert loss["blurred"] > 1 and loss["swapped"] > 10, loss  # one window over the whole crop: swapped 0.5
 
 
+def d_augmented(images, policy, step=5):
+    """d_augment's output at this step and the gradient of its sum of squares: 2 x each input pixel it keeps."""
+    with tf1.Session(graph=tf.Graph()) as sess:
+        x = tf.constant(images)
+        y = model_module.d_augment(x, policy, tf.constant([step, 0], tf.int64))
+        return sess.run([y, tf.gradients(tf.reduce_sum(tf.square(y)), x)[0]])
+
+
+def assert_gradient_reaches_the_kept_pixels(out, gradient):
+    np.testing.assert_allclose(np.sort(gradient.ravel()), np.sort(2 * out.ravel()), rtol=1e-6)
+
+
+def test_d_augment_translation_shifts_each_image_up_to_an_eighth_of_its_side_zero_padded():
+    images = np.random.default_rng(0).uniform(0.1, 1, (6, 32, 40, 3)).astype(np.float32)
+    out, gradient = d_augmented(images, ("translation",))
+    shifts = []
+    for image, shifted in zip(images, out):
+        padded = np.pad(image, ((4, 4), (5, 5), (0, 0)))
+        found = [(dy, dx) for dy in range(9) for dx in range(11) if np.array_equal(padded[dy:dy + 32, dx:dx + 40], shifted)]
+        assert len(found) == 1
+        shifts += found
+    assert len(set(shifts)) > 1  # drawn for each image
+    assert_gradient_reaches_the_kept_pixels(out, gradient)
+
+
+def test_d_augment_cutout_zeroes_one_square_of_up_to_half_the_side():
+    images = np.random.default_rng(1).uniform(0.1, 1, (6, 32, 32, 3)).astype(np.float32)
+    out, gradient = d_augmented(images, ("cutout",))
+    corners = set()
+    for image, cut in zip(images, out):
+        rows, columns = np.nonzero((cut == 0).all(axis=2))
+        assert 8 <= np.ptp(rows) + 1 <= 16 and 8 <= np.ptp(columns) + 1 <= 16  # half the side, or less at an edge
+        assert (cut == 0).sum() == 3 * (np.ptp(rows) + 1) * (np.ptp(columns) + 1)  # a solid rectangle
+        np.testing.assert_array_equal(cut[cut != 0], image[cut != 0])
+        corners.add((rows.min(), columns.min()))
+    assert len(corners) > 1
+    assert_gradient_reaches_the_kept_pixels(out, gradient)
+
+
+def test_d_augment_color_shifts_brightness_and_scales_contrast_of_each_image():
+    """On grey images saturation changes nothing: the output is mean + b + c x (input - mean), b in [-0.5, 0.5],
+    c in [0.5, 1.5], drawn for each image."""
+    grey = np.repeat(np.random.default_rng(2).uniform(-1, 1, (6, 16, 16, 1)), 3, axis=3).astype(np.float32)
+    out, _ = d_augmented(grey, ("color",))
+    np.testing.assert_allclose(out, out[..., :1].repeat(3, axis=3), atol=1e-6)  # still grey
+    centred_in, centred_out = grey - grey.mean(axis=(1, 2, 3), keepdims=True), out - out.mean(axis=(1, 2, 3), keepdims=True)
+    contrast = (centred_out * centred_in).sum(axis=(1, 2, 3)) / (centred_in ** 2).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(centred_out, contrast[:, None, None, None] * centred_in, atol=1e-5)
+    brightness = out.mean(axis=(1, 2, 3)) - grey.mean(axis=(1, 2, 3))
+    assert np.all((0.5 <= contrast) & (contrast <= 1.5)) and np.all(np.abs(brightness) <= 0.5)
+    assert np.ptp(contrast) > 0.1 and np.ptp(brightness) > 0.1
+
+
+def test_d_augment_draws_from_the_step_alone():
+    images = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    first, again, other = (d_augmented(images, model_module.D_AUGMENTS, step)[0] for step in (5, 5, 6))
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).mean() > 0.1
+
+
+def test_the_discriminator_sees_x_and_g_z_augmented_with_d_augment():
+    """D(x) and D(G(z)) of one batch change with the step only when d_augment is on."""
+    scores = {}
+    for policy in ((), ("translation", "cutout")):
+        graph, model, init, _ = build("mse", d_augment=policy)
+        with tf1.Session(graph=graph) as sess:
+            sess.run(init)
+            scores[policy] = []
+            for step in (0, 1):
+                tflib.set_variables(sess, {model.global_step: np.int64(step)})
+                scores[policy].append(np.concatenate(sess.run([model.Dx, model.Dg], feed(model))))
+    np.testing.assert_array_equal(*scores[()])
+    assert np.abs(np.subtract(*scores[("translation", "cutout")])).max() > 1e-4
+
+
 def test_grid_means_hold_a_pattern_repeating_every_four_pixels_at_its_positions():
     rng = np.random.default_rng(0)
     ramp = np.linspace(-0.5, 0.5, 64)

@@ -108,6 +108,7 @@ BAD_INPUTS = [
     (["--pretrain-lr", "0"], "--pretrain-lr must be positive"),
     (["--d-lr", "0"], "--d-lr must be positive"),
     (["--real-label", "1.1"], "--real-label must be in (0, 1]"),
+    (["--d-augment", "translation,blur"], "--d-augment takes some of color, translation, cutout, comma-separated, not blur"),
     (["--grid-weight", "-1"], "--grid-weight must not be negative"),
     (["--texture-weight", "-1"], "--texture-weight must not be negative"),
     (["--texture-weight", "0.05", "--vgg-layer", "conv2_1", "--vgg-before-relu"],
