@@ -19,6 +19,8 @@ CONTENT_LOSSES = ("vgg", "mse", "mse+vgg")
 GAN_LOSSES = ("standard", "relativistic")
 # DiffAugment's transforms of the discriminator's inputs (Zhao et al. 2020), any of them, in this order
 D_AUGMENTS = ("color", "translation", "cutout")
+# dense: the paper's head, one logit per image; patch: a logit per position of D's last feature map (PatchGAN)
+D_HEADS = ("dense", "patch")
 # fp32; bf16: TensorFlow's oneDNN bfloat16 rewrite on CPUs with AVX512_BF16 or AMX (tflib.session_config);
 # mixed_float16: its float16 rewrite with dynamic loss scaling, for GPUs (the optimizers here).
 # Variables and losses stay float32.
@@ -173,20 +175,25 @@ def generator(x, blocks, training, reuse=False, getter=None):
 
 
 def discriminator(x, reuse=False):
-    """The convolutional part: k3n64s1 LReLU; 7 x (conv, BN, LReLU) with (n, s) below; flattened.
+    """The convolutional part: k3n64s1 LReLU; 7 x (conv, BN, LReLU) with (n, s) below.
     Batch norm always uses batch statistics here: the discriminator only ever runs while training."""
     with tf1.variable_scope("discriminator", reuse=reuse):
         x = lrelu(conv2d(x, 64, 3, name="conv0"))
         for i, (filters, stride) in enumerate([(64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2)], 1):
             x = lrelu(batch_norm(conv2d(x, filters, 3, stride, name=f"conv{i}"), True, f"bn{i}"))
-        return tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]])
+        return x
 
 
-def discriminator_head(features, reuse=False):
-    """The rest of the discriminator: dense 1024 LReLU; dense 1. Returns the logits. Its ops go in the
-    caller's name scope."""
+def discriminator_head(features, head="dense", reuse=False):
+    """The rest of the discriminator. dense: flattened; dense 1024 LReLU; dense 1: a logit per image.
+    patch: the same two layers as 1x1 convolutions at each position of the feature map (a 61x61 window of
+    the input, every 16 pixels): a logit per position, so texture is judged where it is. Returns the
+    logits, [N, 1] or [N, h, w, 1]. Its ops go in the caller's name scope."""
     with tf1.variable_scope("discriminator", reuse=reuse, auxiliary_name_scope=False):
-        return dense(lrelu(dense(features, 1024, "dense0")), 1, "dense1")
+        if head == "patch":
+            return conv2d(lrelu(conv2d(features, 1024, 1, name="patch0")), 1, 1, name="patch1")
+        flat = tf.reshape(features, [-1, features.shape[1] * features.shape[2] * features.shape[3]])
+        return dense(lrelu(dense(flat, 1024, "dense0")), 1, "dense1")
 
 
 def d_augment(images, policy, seed):
@@ -346,6 +353,7 @@ class SRGANConfig:
     grid_weight: float = 0.0          # weight of the grid loss (G(z)'s grid_means against x's) in G's loss
     texture_weight: float = 0.0       # weight of the texture loss (patch_grams of TEXTURE_LAYERS) in G's loss
     d_augment: tuple = ()             # DiffAugment's transforms of D's inputs, some of D_AUGMENTS
+    d_head: str = "dense"             # one of D_HEADS
 
     def __post_init__(self):
         if self.content_loss not in CONTENT_LOSSES:
@@ -354,6 +362,8 @@ class SRGANConfig:
             raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, not {self.gan_loss!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.d_head not in D_HEADS:
+            raise ValueError(f"d_head must be one of {D_HEADS}, not {self.d_head!r}")
         if set(self.d_augment) - set(D_AUGMENTS):
             raise ValueError(f"d_augment must be some of {D_AUGMENTS}, not {self.d_augment!r}")
 
@@ -391,10 +401,10 @@ class SRGAN:
         # TensorBoard draws it in the first call's box, and G's head in the second call's (TensorFlow
         # names it discriminator_1).
         with tf1.name_scope("discriminator/"):
-            logits_dx, logits_dg = tf.split(discriminator_head(tf.concat([features_x, features_g], 0)), 2)
+            logits_dx, logits_dg = tf.split(discriminator_head(tf.concat([features_x, features_g], 0), config.d_head), 2)
             self.Dx, self.Dg = tf.sigmoid(logits_dx, name="D_x"), tf.sigmoid(logits_dg, name="D_G_z")
         with tf1.name_scope("discriminator_1/"):
-            logits_adv = discriminator_head(features_g, reuse=True)  # G's loss needs G(z)'s alone
+            logits_adv = discriminator_head(features_g, config.d_head, reuse=True)  # G's loss needs G(z)'s alone
         self.vgg = VGG16() if "vgg" in config.content_loss or config.texture_weight else None
         self.build_losses(logits_dx, logits_dg, logits_adv)
         self.build_optimizers()

@@ -27,7 +27,7 @@ import tflib
 import utils
 import validation
 import vgg16
-from model import (ADV_WEIGHT, CONTENT_LOSSES, D_AUGMENTS, GAN_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN,
+from model import (ADV_WEIGHT, CONTENT_LOSSES, D_AUGMENTS, D_HEADS, GAN_LOSSES, PHASES, PRECISIONS, SCALE, SRGAN,
                    TEXTURE_LAYERS, SRGANConfig)
 from tflib import tf, tf1
 
@@ -45,7 +45,7 @@ DEFAULTS = dict(
     val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
     # The GAN phase's levers, at the paper's setting:
     d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0, g_ema=0.0,
-    d_warmup_iters=0, freeze_g_bn=False, grid_weight=0.0, texture_weight=0.0, d_augment="",
+    d_warmup_iters=0, freeze_g_bn=False, grid_weight=0.0, texture_weight=0.0, d_augment="", d_head="dense",
     init_from=None,  # a new run's generator from a shipped or exported one: {"model", "path", "sha256"}
 )
 PRESETS = {
@@ -150,6 +150,8 @@ def build_parser():
     p.add_argument("--d-augment", metavar="POLICY", help="DiffAugment: transform the discriminator's inputs, x and "
                    f"G(z) alike, so that it cannot memorize a small training set; some of {','.join(D_AUGMENTS)}, "
                    "comma-separated (default none)")
+    p.add_argument("--d-head", choices=D_HEADS, help="dense (default, the paper's: one verdict per image) or patch: "
+                   "one per 61x61 window, every 16 pixels (PatchGAN), so that texture is judged where it is")
     p.add_argument("--gan-loss", choices=GAN_LOSSES, help="standard (default, the paper's) or relativistic: "
                                                           "the relativistic average GAN loss (ESRGAN)")
     p.add_argument("--adv-weight", type=float, help=f"the adversarial loss's weight in G's loss; the VGG loss's is 1 "
@@ -278,7 +280,8 @@ def model_config(cfg):
         precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"],
         real_label=cfg["real_label"], gan_loss=cfg["gan_loss"], adv_weight=cfg["adv_weight"],
         pixel_weight=cfg["pixel_weight"], g_ema=cfg["g_ema"], freeze_g_bn=cfg["freeze_g_bn"],
-        grid_weight=cfg["grid_weight"], texture_weight=cfg["texture_weight"], d_augment=d_augments(cfg["d_augment"]))
+        grid_weight=cfg["grid_weight"], texture_weight=cfg["texture_weight"], d_augment=d_augments(cfg["d_augment"]),
+        d_head=cfg["d_head"])
 
 
 def d_augments(policy):
@@ -399,7 +402,7 @@ class Trainer:
                 saver = self.saver_without_averages
             saver.restore(self.sess, checkpoint)
         except tf.errors.OpError as e:
-            raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size or "
+            raise ConfigError(f"{checkpoint} does not fit this graph (changed --blocks, --hr-size, --d-head or "
                               f"--content-loss?): {utils.first_line(e)}") from None
         if saver is not self.saver:
             self.sess.run(self.model.ema_reset)

@@ -263,6 +263,43 @@ def test_the_discriminator_sees_x_and_g_z_augmented_with_d_augment():
     assert np.abs(np.subtract(*scores[("translation", "cutout")])).max() > 1e-4
 
 
+def test_the_patch_head_gives_a_verdict_per_position_from_its_own_features():
+    rng = np.random.default_rng(4)
+    features = rng.normal(0, 1, (2, 3, 3, 512)).astype(np.float32)
+    changed = features.copy()
+    changed[1, 0, 2] += 1
+    with tf.Graph().as_default():
+        tf1.set_random_seed(0)
+        x = tf1.placeholder(tf.float32, features.shape)
+        logits = model_module.discriminator_head(x, "patch")
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            before, after = (sess.run(logits, {x: f}) for f in (features, changed))
+    assert before.shape == (2, 3, 3, 1)
+    moved = np.abs(after - before)[..., 0] > 1e-6
+    assert moved[1, 0, 2] and moved.sum() == 1
+
+
+def test_the_patch_heads_losses_average_its_verdicts_and_its_d_step_trains_it(vgg_weights):
+    """With d_head="patch" D(x) is a map, HR / 16 on a side (four stride-2 convolutions), the losses the mean of
+    its positions' cross-entropies, and the D step trains the 1x1 convolutions in place of the dense layers."""
+    graph, model, init, _ = build("mse", d_head="patch")
+    head = {n: v for n, v in variables(graph, "discriminator/patch").items() if "adam" not in n.lower()}
+    assert sorted(head) == [f"discriminator/patch{i}/{w}:0" for i in (0, 1) for w in ("bias", "kernel")]
+    assert not variables(graph, "discriminator/dense")
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        dx, dg, d_loss, adv_loss = sess.run([model.Dx, model.Dg, model.d_loss, model.adv_loss], feed(model))
+        before = sess.run(head)
+        sess.run(model.d_train_op, feed(model))
+        after = sess.run(head)
+    assert dx.shape == dg.shape == (1, HR // 16, HR // 16, 1)
+    assert np.ptp(dx) > 1e-4  # one verdict per position, not one broadcast
+    np.testing.assert_allclose(d_loss, -np.log(dx).mean() - np.log(1 - dg).mean(), rtol=1e-4)
+    np.testing.assert_allclose(adv_loss, -np.log(dg).mean(), rtol=1e-4)
+    assert all(np.abs(after[n] - before[n]).max() > 0 for n in head)
+
+
 def test_grid_means_hold_a_pattern_repeating_every_four_pixels_at_its_positions():
     rng = np.random.default_rng(0)
     ramp = np.linspace(-0.5, 0.5, 64)
