@@ -140,3 +140,9 @@ class GANHealth:
                 problems.append(f"adversarial loss above 10 in most of the last {n} iterations (exploding)")
         self.problems = problems
         return problems
+
+    def means(self):
+        """Each value's mean over the recent iterations, for the progress bar: one batch's D(x) and D(G(z))
+        swing too widely to read."""
+        return {tag: sum(step[tag] for step in self.recent if tag in step) / sum(tag in step for step in self.recent)
+                for tag in self.recent[-1]}

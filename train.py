@@ -503,7 +503,8 @@ class Trainer:
             bad = [k for k, v in losses.items() if not math.isfinite(v)]
             if bad:
                 raise self.diverged(f"{bad[0]} became {losses[bad[0]]} at step {step}")
-            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()} | {"skipped": self.skipped.count}, refresh=False)
+            shown = health.means() if health else losses
+            bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()} | {"skipped": self.skipped.count}, refresh=False)
             bar.update()
             if self.due(step, "save_every"):
                 self.save()

@@ -84,5 +84,19 @@ def test_gan_health_names_a_winning_discriminator_and_an_exploding_loss():
     assert health.update(healthy_step(2)) == []  # 17 of 20: no longer
 
 
+def test_gan_health_means_are_over_its_window_and_the_steps_that_have_each_value():
+    health = monitor.GANHealth(window=20)
+    warmup = [{"D_x": 0.9, "D_G_z": 0.01 * i, "adv_loss": 5.0} for i in range(10)]  # D warm-up: no g_loss
+    steps = [dict(healthy_step(i), g_loss=0.1 * i) for i in range(15)]
+    for step in warmup + steps:
+        health.update(step)
+    recent = warmup[-5:] + steps
+    means = health.means()
+    assert sorted(means) == sorted(steps[-1])
+    for tag in ("D_x", "D_G_z", "adv_loss"):
+        assert means[tag] == pytest.approx(np.mean([step[tag] for step in recent]))
+    assert means["g_loss"] == pytest.approx(np.mean([step["g_loss"] for step in steps]))
+
+
 def test_gan_health_names_nan():
     assert "d_loss is nan" in monitor.GANHealth().update(dict(healthy_step(0), d_loss=float("nan")))
