@@ -532,6 +532,14 @@ class SRGAN:
             bicubic = tf.clip_by_value(tf.image.resize(self.lr, size, method="bicubic"), -1.0, 1.0)
             strip = tf.concat([nearest, bicubic, self.Gz, self.hr], axis=2)
             self.image_summary = tf1.summary.image("lr_bicubic_sr_hr", (strip + 1.0) / 2.0, max_outputs=2)
+            # How much of G's step the adversarial term is: the global norms over G's weights of the gradients
+            # of G's loss's two parts, as they are weighted in it. Two more backward passes: with the images only.
+            weights = tf1.trainable_variables("generator/")
+            norms = {name: tf.linalg.global_norm(tf.gradients(term, weights), name=name) for name, term in
+                     (("content", self.content_loss), ("adversarial", self.config.adv_weight * self.adv_loss))}
+            self.g_gradients = norms
+            self.gan_image_summary = tf1.summary.merge(
+                [self.image_summary] + [scalar(f"g_gradient_norm/{name}", norm) for name, norm in norms.items()])
 
     def saveable_variables(self):
         """Everything except the frozen VGG16 weights, which are reloaded from their file."""

@@ -463,12 +463,12 @@ class Trainer:
         _, losses, summaries = self.sess.run((train_op, losses, summaries))
         return losses, summaries
 
-    def summaries(self, step, scalars):
-        return [scalars] * self.due(step, "summary_every") + [self.model.image_summary] * self.due(step, "image_every")
+    def summaries(self, step, scalars, images):
+        return [scalars] * self.due(step, "summary_every") + [images] * self.due(step, "image_every")
 
     def pretrain_step(self, step):
         m = self.model
-        return self.run(m.pretrain_op, {"mse_loss": m.mse_loss}, self.summaries(step, m.pretrain_summary))
+        return self.run(m.pretrain_op, {"mse_loss": m.mse_loss}, self.summaries(step, m.pretrain_summary, m.image_summary))
 
     def gan_step(self, step):
         """k = 1: one discriminator update and one generator update; in the first d_warmup_iters iterations
@@ -479,10 +479,11 @@ class Trainer:
         d_summaries = [m.d_summary] * self.due(step, "summary_every")
         if step < self.cfg["pretrain_iters"] + self.cfg["d_warmup_iters"]:
             return self.run(m.d_warmup_op, {**d_losses, "adv_loss": m.adv_loss}, d_summaries)
+        g_summaries = self.summaries(step, m.g_summary, m.gan_image_summary)
         if self.cfg["gan_update"] == "fused":
-            return self.run(m.gan_train_op, {**d_losses, **g_losses}, d_summaries + self.summaries(step, m.g_summary))
+            return self.run(m.gan_train_op, {**d_losses, **g_losses}, d_summaries + g_summaries)
         d_losses, d_summaries = self.run(m.d_train_op, d_losses, d_summaries)
-        g_losses, g_summaries = self.run(m.g_train_op, g_losses, self.summaries(step, m.g_summary))
+        g_losses, g_summaries = self.run(m.g_train_op, g_losses, g_summaries)
         return {**d_losses, **g_losses}, d_summaries + g_summaries
 
     def run_phase(self, phase, start, end, step_fn):

@@ -158,6 +158,28 @@ def test_mse_plus_vgg_content_loss_with_the_terms_weights(vgg_weights, pixel_wei
     assert g == pytest.approx(c + adv_weight * adv, rel=1e-5)
 
 
+def test_g_gradient_norms_are_those_of_g_losss_two_parts_as_weighted(vgg_weights):
+    """The norms TensorBoard shows beside the images: the content part's and the adversarial part's gradient
+    over G's weights, the latter times adv_weight, so their ratio is the adversarial term's say in G's step."""
+    norms = {}
+    for adv_weight in (0.0, 1e-3, 2e-3):
+        graph = tf.Graph()
+        with graph.as_default():
+            tf1.set_random_seed(0)  # the same weights in each graph
+            lr, hr = (tf1.placeholder(tf.float32, [1, s, s, 3]) for s in (HR // 4, HR))
+            model = SRGAN(lr, hr, SRGANConfig(blocks=BLOCKS, content_loss="mse+vgg", adv_weight=adv_weight))
+            init = tf1.global_variables_initializer()
+        with tf1.Session(graph=graph) as sess:
+            sess.run(init)
+            model.vgg.load(sess, vgg_weights)
+            norms[adv_weight] = sess.run(model.g_gradients, {lr: batch(5)[0], hr: batch(5)[1]})
+    assert norms[0.0]["content"] > 0
+    for adv_weight in (1e-3, 2e-3):  # the content part's alone: G's loss with its adversarial part would differ
+        assert norms[adv_weight]["content"] == pytest.approx(norms[0.0]["content"], rel=1e-5)
+    assert norms[0.0]["adversarial"] == 0 < norms[1e-3]["adversarial"]
+    assert norms[2e-3]["adversarial"] == pytest.approx(2 * norms[1e-3]["adversarial"], rel=1e-4)
+
+
 def test_patch_grams_are_each_windows_gram_matrix():
     features = np.random.default_rng(0).normal(size=(2, 10, 13, 3)).astype(np.float32)
     with tf1.Session(graph=tf.Graph()) as sess:

@@ -84,7 +84,8 @@ def test_a_copy_of_a_pretrained_run_resumes_with_the_gan_phase(pretrained):
     assert os.path.isfile(tf.train.latest_checkpoint(str(original)) + ".index")
     _, tags, last = events(run_dir)
     assert {"summaries/d_loss", "summaries/g_loss", "summaries/adv_loss", "summaries/content_loss",
-            "summaries/D_x", "summaries/D_G_z", "summaries/mse_loss"} <= tags
+            "summaries/D_x", "summaries/D_G_z", "summaries/mse_loss", "summaries/g_gradient_norm/content",
+            "summaries/g_gradient_norm/adversarial"} <= tags
     assert not [t for t in tags if t.endswith("_1")], "a scalar written under two tags splits its curve"
     assert last == 5
     assert json.loads((run_dir / "config.json").read_text())["blocks"] == 2  # the saved config was kept
