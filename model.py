@@ -305,11 +305,16 @@ def adam(config, rate, name):
     return optimizer
 
 
+def trainable(scope):
+    """The trainable variables of the network built in variable scope `scope`."""
+    return tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope + "/")
+
+
 def gradients(optimizer, loss, scope):
     """(gradient, variable) pairs of the trainable variables of `scope`, the dense kernels' last: they
     come when the backward pass reads those kernels no more, so Adam updates each shard in place
     where before it would first copy it."""
-    variables = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope + "/")
+    variables = trainable(scope)
     late = [v for v in variables if v in tf1.get_collection(DENSE_KERNELS)]
     # GATE_NONE: the default gating makes all gradients of an op wait for each other, which forces
     # the filter gradients of layers nobody trains (the frozen VGG16, D in G's step).
@@ -491,7 +496,7 @@ class SRGAN:
         """A moving average of the generator's trainable weights (BasicSR's net_g_ema), for inference: a
         copy of the weights after each pre-training step, so that it starts from the pre-trained generator,
         then averaged with decay g_ema after each G step. `ema_reset` copies the weights."""
-        weights = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, "generator/")
+        weights = trainable("generator")
         self.ema = tf1.train.ExponentialMovingAverage(self.config.g_ema, name=EMA)
         with tf.control_dependencies([self.g_train_op]):
             self.g_train_op = self.ema.apply(weights)
@@ -534,12 +539,11 @@ class SRGAN:
             self.image_summary = tf1.summary.image("lr_bicubic_sr_hr", (strip + 1.0) / 2.0, max_outputs=2)
             # How much of G's step the adversarial term is: the global norms over G's weights of the gradients
             # of G's loss's two parts, as they are weighted in it. Two more backward passes: with the images only.
-            weights = tf1.trainable_variables("generator/")
-            norms = {name: tf.linalg.global_norm(tf.gradients(term, weights), name=name) for name, term in
-                     (("content", self.content_loss), ("adversarial", self.config.adv_weight * self.adv_loss))}
-            self.g_gradients = norms
+            weights = trainable("generator")
+            self.g_gradients = {name: tf.linalg.global_norm(tf.gradients(term, weights), name=name) for name, term in
+                                (("content", self.content_loss), ("adversarial", self.config.adv_weight * self.adv_loss))}
             self.gan_image_summary = tf1.summary.merge(
-                [self.image_summary] + [scalar(f"g_gradient_norm/{name}", norm) for name, norm in norms.items()])
+                [self.image_summary] + [scalar(f"g_gradient_norm/{name}", norm) for name, norm in self.g_gradients.items()])
 
     def saveable_variables(self):
         """Everything except the frozen VGG16 weights, which are reloaded from their file."""
