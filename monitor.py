@@ -79,7 +79,9 @@ def plot_training(run_dir):
 
 def read_validation(run_dir):
     """{metric: (steps, values)} of run_dir/val.jsonl, a step's last line kept (a resumed run scores
-    its step again), a half-written last line skipped; {} without the file."""
+    its step again), a half-written last line skipped; {} without the file. Where the photos scored
+    change (a resume with another --val-dir), a NaN at the new set's first step breaks the line: the
+    two sets' scores are not comparable."""
     scores = {}
     try:
         with open(os.path.join(run_dir, "val.jsonl")) as f:
@@ -91,8 +93,12 @@ def read_validation(run_dir):
                 scores[entry["step"]] = entry
     except FileNotFoundError:
         return {}
-    steps = sorted(scores)
-    return {metric: (np.array(steps), np.array([scores[s].get(metric, np.nan) for s in steps], float))
+    rows = []
+    for step in sorted(scores):
+        if rows and scores[step].get("images") != rows[-1][1].get("images"):
+            rows.append((step, {}))
+        rows.append((step, scores[step]))
+    return {metric: (np.array([s for s, _ in rows]), np.array([e.get(metric, np.nan) for _, e in rows], float))
             for metric in VALIDATION if any(metric in entry for entry in scores.values())}
 
 
@@ -104,6 +110,8 @@ def plot_validation(run_dir, plt):
     fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3), dpi=100, squeeze=False)
     for ax, (metric, (steps, values)) in zip(axes[0], series.items()):
         ax.plot(steps, values, "o-", color="C2", markersize=3)
+        for step in steps[np.isnan(values)]:  # another set of photos from here on
+            ax.axvline(step, color="grey", linestyle=":", linewidth=1)
         ax.set(title=VALIDATION[metric], xlabel="iteration")
         ax.grid(alpha=0.3)
     fig.suptitle("validation (held-out photos, batch norm as inference runs it)", fontsize=10)

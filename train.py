@@ -321,7 +321,7 @@ class Trainer:
         the validation pairs (None without validation), whose files are left out of the training images."""
         cfg = self.cfg
         paths = data.list_images(cfg["dataset"], cfg["data_dir"])
-        self.val_pairs = None
+        self.val_pairs = self.val_images = None
         if cfg["val_every"]:
             val_paths = validation.default_paths()
             if cfg["val_dir"]:
@@ -333,6 +333,7 @@ class Trainer:
             if not training:
                 raise data.DataError("every training image is also a validation image: pass another --val-dir")
             self.val_pairs = validation.load_pairs(val_paths, cfg["max_pixels"])
+            self.val_images = [os.path.basename(p) for p in val_paths]
             print(f"{len(val_paths)} validation images" + (f", {len(paths) - len(training)} of them left out of the "
                                                            "training images" if len(training) < len(paths) else ""))
             paths = training
@@ -546,7 +547,7 @@ class Trainer:
         values.append(tf1.Summary.Value(tag="health/bn_ok", simple_value=float(not drifted)))
         self.writer.add_summary(tf1.Summary(value=values), step)
         with open(os.path.join(self.run_dir, "val.jsonl"), "a") as f:
-            f.write(json.dumps({"step": step, **scores}) + "\n")
+            f.write(json.dumps({"step": step, **scores, "images": self.val_images}) + "\n")
         tqdm.write(f"validation at step {step}: PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}, "
                    f"VGG distance {scores['vgg']:.4f}, NIQE {scores['niqe']:.2f}, grid {scores['grid']:.2f}")
         if drifted:
@@ -576,7 +577,7 @@ class Trainer:
             signal.signal(signum, self.on_signal)
         self.open_writer()
         if cfg["keep_best"]:
-            self.best = validation.BestGenerator(self.run_dir, cfg["keep_best"])
+            self.best = validation.BestGenerator(self.run_dir, cfg["keep_best"], self.val_images)
         pretrain_end = cfg["pretrain_iters"]
         if self.sess.run(self.model.phase) == 0:
             self.run_phase(0, 0, pretrain_end, self.pretrain_step)

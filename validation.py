@@ -103,13 +103,13 @@ class Validator:
 
 class BestGenerator:
     """<run>/best/: the generator (a checkpoint of its variables alone) of the best validation by
-    `metric`, the run's config.json, and best.json saying the metric, value, step and checkpoint, so
-    that evaluate.py and infer.py take --checkpoint <run>/best. best.json is written last, atomically,
-    and names only complete checkpoints; the files of any other are removed, those of a save a stop
-    interrupted included."""
+    `metric` on the photos `images`, the run's config.json, and best.json saying the metric, value,
+    photos, step and checkpoint, so that evaluate.py and infer.py take --checkpoint <run>/best.
+    best.json is written last, atomically, and names only complete checkpoints; the files of any other
+    are removed, those of a save a stop interrupted included."""
 
-    def __init__(self, run_dir, metric):
-        self.dir, self.metric = os.path.join(run_dir, "best"), metric
+    def __init__(self, run_dir, metric, images):
+        self.dir, self.metric, self.images = os.path.join(run_dir, "best"), metric, list(images)
         path = os.path.join(self.dir, "best.json")
         self.record = None
         if os.path.isfile(path):
@@ -119,10 +119,11 @@ class BestGenerator:
             self.remove_others()
 
     def better(self, value):
-        """Whether `value` of this metric beats the kept generator (always, if it was kept by another metric)."""
+        """Whether `value` of this metric beats the kept generator (always, if it was kept by another metric
+        or on other photos)."""
         if math.isnan(value):
             return False
-        if self.record is None or self.record["metric"] != self.metric:
+        if self.record is None or self.record["metric"] != self.metric or self.record.get("images") != self.images:
             return True
         return value != self.record["value"] and BETTER[self.metric](value, self.record["value"]) == value
 
@@ -136,7 +137,8 @@ class BestGenerator:
             self.remove_others()  # the partial files; the kept generator stays as it was
             raise
         utils.write_json(os.path.join(self.dir, "config.json"), config)
-        self.record = {"metric": self.metric, "value": value, "step": step, "checkpoint": os.path.basename(prefix)}
+        self.record = {"metric": self.metric, "value": value, "images": self.images, "step": step,
+                       "checkpoint": os.path.basename(prefix)}
         utils.write_json(os.path.join(self.dir, "best.json"), self.record)
         self.remove_others()
 

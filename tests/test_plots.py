@@ -59,6 +59,18 @@ def test_validation_scores_are_plotted_a_steps_last_kept(tmp_path):
     assert path.endswith("validation.png") and image.shape[1] >= 4 * 300 and image.std() > 0
 
 
+def test_a_change_of_validation_photos_breaks_the_line(tmp_path):
+    """A resume with another --val-dir: its scores are not joined to the first set's."""
+    lines = [{"step": s, "psnr": 29.0 + s / 1000, "images": ["chelsea.png", "coffee.png"]} for s in (100, 200)]
+    lines += [{"step": s, "psnr": 27.0, "images": ["astronaut.png", "grass.png"]} for s in (300, 400)]
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    steps, values = monitor.read_validation(str(tmp_path))["psnr"]
+    assert steps.tolist() == [100, 200, 300, 300, 400]
+    assert np.isnan(values[2]) and values[[0, 1, 3, 4]].tolist() == [29.1, 29.2, 27.0, 27.0]
+    (path,) = monitor.plot_training(str(tmp_path))
+    assert np.asarray(Image.open(path).convert("L")).std() > 0
+
+
 def test_smoothing_is_a_debiased_moving_average():
     assert np.allclose(monitor.smooth(np.full(10, 3.0)), 3.0)
     assert monitor.smooth(np.array([0.0, 10.0]))[1] == pytest.approx(10 * 0.1 / (1 - 0.81))

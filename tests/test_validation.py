@@ -63,6 +63,7 @@ def test_validation_scores_go_to_the_log_jsonl_and_tensorboard(validated):
     for line in lines:
         assert line["bn_gap_db"] == pytest.approx(line["psnr_batch_stats"] - line["psnr"])
         assert 5 < line["psnr"] < 40 and 0 < line["ssim"] < 1 and line["vgg"] > 0 and np.isfinite(line["niqe"])
+        assert line["images"] == list(validation.DEFAULT_IMAGES)  # which photos: another --val-dir scores others
         for name in (*validation.SCORES, "bn_gap_db"):
             assert board[f"val/{name}"][line["step"]] == pytest.approx(line[name], rel=1e-5)
     assert set(scalars(run_dir, "health/bn_ok")["health/bn_ok"]) == {2, 4, 5}
@@ -110,8 +111,11 @@ def validator(vgg_weights):
     v.close()
 
 
+PHOTOS = ["chelsea.png", "coffee.png"]
+
+
 def test_the_best_generator_survives_a_resume_and_a_save_cut_short(validator, tmp_path):
-    best = validation.BestGenerator(str(tmp_path), "psnr")
+    best = validation.BestGenerator(str(tmp_path), "psnr", PHOTOS)
     assert best.better(20.0) and not best.better(float("nan"))
     best.keep(validator, 2, 20.0, {"blocks": 1})
     assert not best.better(19.0) and not best.better(20.0) and best.better(21.0)
@@ -123,16 +127,17 @@ def test_the_best_generator_survives_a_resume_and_a_save_cut_short(validator, tm
     (folder / "model.ckpt-8_temp").mkdir()
     assert tf1.train.latest_checkpoint(str(folder)).endswith("model.ckpt-6")
 
-    resumed = validation.BestGenerator(str(tmp_path), "psnr")
-    assert resumed.record == {"metric": "psnr", "value": 21.0, "step": 4, "checkpoint": "model.ckpt-4"}
+    resumed = validation.BestGenerator(str(tmp_path), "psnr", PHOTOS)
+    assert resumed.record == {"metric": "psnr", "value": 21.0, "images": PHOTOS, "step": 4, "checkpoint": "model.ckpt-4"}
     assert sorted(p.name for p in folder.glob("model.ckpt-*")) == ["model.ckpt-4.data-00000-of-00001", "model.ckpt-4.index"]
     assert tf1.train.latest_checkpoint(str(folder)).endswith("model.ckpt-4")
     assert not resumed.better(20.5) and resumed.better(22.0)
-    assert validation.BestGenerator(str(tmp_path), "niqe").better(100.0)  # kept by another score: replaced
+    assert validation.BestGenerator(str(tmp_path), "niqe", PHOTOS).better(100.0)  # kept by another score: replaced
+    assert validation.BestGenerator(str(tmp_path), "psnr", ["grass.png"]).better(0.0)  # scored on other photos: too
 
 
 def test_a_failed_save_leaves_the_kept_generator_as_it_was(validator, tmp_path, monkeypatch):
-    best = validation.BestGenerator(str(tmp_path), "psnr")
+    best = validation.BestGenerator(str(tmp_path), "psnr", PHOTOS)
     best.keep(validator, 2, 20.0, {"blocks": 1})
 
     def disk_full(sess, prefix, global_step, write_meta_graph):
@@ -149,7 +154,7 @@ def test_a_failed_save_leaves_the_kept_generator_as_it_was(validator, tmp_path, 
 
 @pytest.mark.parametrize("metric, better, worse", [("psnr", 25.0, 15.0), ("vgg", 0.1, 0.3), ("niqe", 4.0, 9.0)])
 def test_better_goes_the_right_way_for_each_score(validator, tmp_path, metric, better, worse):
-    best = validation.BestGenerator(str(tmp_path), metric)
+    best = validation.BestGenerator(str(tmp_path), metric, PHOTOS)
     best.keep(validator, 1, (better + worse) / 2, {"blocks": 1})
     assert best.better(better) and not best.better(worse)
 
