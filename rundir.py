@@ -35,10 +35,20 @@ def damage(checkpoint):
     return None
 
 
+def checkpoints(run_dir):
+    """The run's checkpoints, oldest first: those its `checkpoint` file names (its newest too, which a file
+    written by hand or by another tool may name alone), or without that file the model.ckpt-* beside it."""
+    state = tf1.train.get_checkpoint_state(run_dir)
+    if state:
+        named = list(state.all_model_checkpoint_paths)
+        return named + [state.model_checkpoint_path] if state.model_checkpoint_path not in named else named
+    prefixes = [path[:-len(".index")] for path in glob.glob(os.path.join(glob.escape(run_dir), "model.ckpt-*.index"))]
+    return sorted(prefixes, key=lambda prefix: int(prefix.rsplit("-", 1)[1]))
+
+
 def newest_intact_checkpoint(run_dir):
     """(newest intact checkpoint or None, the checkpoints up to it, oldest first, {newer damaged checkpoint: why})."""
-    state = tf1.train.get_checkpoint_state(run_dir)
-    kept = list(state.all_model_checkpoint_paths) if state else []
+    kept = checkpoints(run_dir)
     damaged = {}
     while kept:
         why = damage(kept[-1])

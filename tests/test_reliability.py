@@ -336,6 +336,24 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_intact_one_and_keeps_it(tw
     assert kept, "the damaged checkpoint's data file was deleted or replaced"
 
 
+@pytest.mark.parametrize("state", ['model_checkpoint_path: "model.ckpt-4"\n', None],
+                         ids=["newest named alone", "no checkpoint file"])
+def test_resume_finds_checkpoints_the_checkpoint_file_does_not_list(two_checkpoints, tmp_path, state):
+    """A `checkpoint` file written by hand (as when copying one checkpoint into a new run) or lost: --resume
+    continues from the newest checkpoint all the same, never from step 0, which would write over them."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run_dir)
+    if state:
+        (run_dir / "checkpoint").write_text(state)
+    else:
+        (run_dir / "checkpoint").unlink()
+    result = train("--runs-dir", str(tmp_path), "--name", "run", "--resume", "--pretrain-iters", "5", "--pretrain-only")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"resumed \S*model\.ckpt-4\b", result.stdout), result.stdout[-2000:]
+    for path in glob.glob(f"{two_checkpoints}/model.ckpt-*"):  # the pre-training had ended at 4: nothing to add
+        assert (run_dir / os.path.basename(path)).read_bytes() == open(path, "rb").read(), path
+
+
 def test_a_run_directory_in_use_stops_a_second_training_until_the_first_dies(tmp_path):
     run_dir = tmp_path / "r"
     first = start(*FAST, "--runs-dir", str(tmp_path), "--name", "r", "--pretrain-iters", "100000")
