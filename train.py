@@ -42,7 +42,7 @@ DEFAULTS = dict(
     pretrain_iters=5000, gan_iters=20000, pretrain_only=False,
     save_every=1000, sample_every=500, summary_every=10, image_every=100, seed=0,
     max_pixels=data.MAX_PIXELS, max_bad_fraction=0.05,
-    val_dir=None, val_every=1000, keep_best=None,  # validation on scikit-image photos left out of training
+    val_set="skimage2", val_dir=None, val_every=1000, keep_best=None,  # validation on photos left out of training
     # The GAN phase's levers, at the paper's setting:
     d_lr=None, real_label=1.0, gan_loss="standard", adv_weight=ADV_WEIGHT, pixel_weight=1.0, g_ema=0.0,
     d_warmup_iters=0, freeze_g_bn=False, grid_weight=0.0, texture_weight=0.0, d_augment="", d_head="dense",
@@ -71,7 +71,7 @@ PRESETS = {
                 learning_rate=1e-4, beta1=0.9, pretrain_iters=2500, gan_iters=1700, content_loss="mse+vgg",
                 freeze_g_bn=True, grid_weight=1000.0, g_ema=0.995, d_lr=1e-5, real_label=0.9,
                 d_augment="color,translation,cutout", d_warmup_iters=500, save_every=100, sample_every=400,
-                summary_every=10, image_every=200, val_every=100),
+                summary_every=10, image_every=200, val_every=100, val_set="skimage8"),
 }
 # What a run of a preset can show, said when it ends.
 PRESET_NOTES = {
@@ -185,8 +185,9 @@ def build_parser():
     p.add_argument("--max-pixels", type=int, help=f"skip images with more pixels (default {data.MAX_PIXELS:,})")
     p.add_argument("--max-bad-fraction", type=float,
                    help="stop before training if more of a sample of the files are unreadable (default 0.05)")
-    p.add_argument("--val-dir", help="held-out images to validate on, left out of training (default: "
-                                     f"{' and '.join(validation.DEFAULT_IMAGES)} of scikit-image's photos)")
+    p.add_argument("--val-set", choices=sorted(validation.VAL_SETS), help="scikit-image's photos to validate on, left "
+                   f"out of training (default skimage2: {' and '.join(validation.VAL_SETS['skimage2'])}; cpu skimage8)")
+    p.add_argument("--val-dir", help="held-out images to validate on instead of --val-set's, left out of training")
     p.add_argument("--val-every", type=int, help="validate every N iterations, 0 never (default 1000)")
     p.add_argument("--keep-best", choices=sorted(validation.BETTER),
                    help="keep the generator of the best validation by this score in <run>/best/")
@@ -323,7 +324,7 @@ class Trainer:
         paths = data.list_images(cfg["dataset"], cfg["data_dir"])
         self.val_pairs = self.val_images = None
         if cfg["val_every"]:
-            val_paths = validation.default_paths()
+            val_paths = validation.set_paths(cfg["val_set"])
             if cfg["val_dir"]:
                 if not os.path.isdir(cfg["val_dir"]):
                     raise data.DataError(f"--val-dir {cfg['val_dir']} is not a directory")

@@ -2,7 +2,7 @@
 --val-every steps (train.py writes the scores to TensorBoard as val/..., to the log and to
 <run>/val.jsonl).
 
-The held-out set is --val-dir's images, by default two photos that ship with scikit-image (never
+The held-out set is --val-dir's images, or else --val-set's photos that ship with scikit-image (never
 Set5 or Set14, which are for the final table); train.py leaves them out of the training set. Each is
 centre-cropped to at most CROP x CROP and paired with its MATLAB-bicubic LR as evaluate.py does, so
 the scores are evaluate.py's, on these crops: PSNR, SSIM, VGG distance, NIQE; and grid, the strength of a
@@ -28,15 +28,22 @@ import vgg16
 from model import EMA, SCALE, VGG_RESCALE, generator
 from tflib import tf, tf1
 
-DEFAULT_IMAGES = ("chelsea.png", "coffee.png")  # in data.sample_dir(): fur, and a table top
+# --val-set: photos in data.sample_dir(), none of them in T91, Places or Set5/Set14. Two score quickly;
+# eight (a face, metal, foliage, stones, brick beside the two) give a steadier NIQE, for the CPU recipe.
+VAL_SETS = {
+    "skimage2": ("chelsea.png", "coffee.png"),  # fur, and a table top
+    "skimage8": ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "grass.png",
+                 "gravel.png", "brick.png"),
+}
 CROP = 296  # HR side: 3 x 3 of NIQE's 96x96 blocks after the 4-pixel shave, LR 74 x 74
 DRIFT_DB = 3.0  # PSNR by which the batch-statistics generator may beat the moving-average one
 SCORES = ("psnr", "ssim", "vgg", "niqe", "grid", "psnr_batch_stats")
 BETTER = {"psnr": max, "niqe": min, "vgg": min}  # the --keep-best choices, and which way is better
 
 
-def default_paths():
-    return [os.path.join(data.sample_dir(), name) for name in DEFAULT_IMAGES]
+def set_paths(name):
+    """The files of --val-set `name`."""
+    return [os.path.join(data.sample_dir(), image) for image in VAL_SETS[name]]
 
 
 def load_pairs(paths, max_pixels=data.MAX_PIXELS):

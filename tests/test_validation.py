@@ -63,7 +63,7 @@ def test_validation_scores_go_to_the_log_jsonl_and_tensorboard(validated):
     for line in lines:
         assert line["bn_gap_db"] == pytest.approx(line["psnr_batch_stats"] - line["psnr"])
         assert 5 < line["psnr"] < 40 and 0 < line["ssim"] < 1 and line["vgg"] > 0 and np.isfinite(line["niqe"])
-        assert line["images"] == list(validation.DEFAULT_IMAGES)  # which photos: another --val-dir scores others
+        assert line["images"] == list(validation.VAL_SETS["skimage2"])  # which photos: another --val-dir scores others
         for name in (*validation.SCORES, "bn_gap_db"):
             assert board[f"val/{name}"][line["step"]] == pytest.approx(line[name], rel=1e-5)
     assert set(scalars(run_dir, "health/bn_ok")["health/bn_ok"]) == {2, 4, 5}
@@ -80,7 +80,7 @@ def test_validation_scores_are_evaluates_protocol_on_the_centre_crops(validated)
         ["best.json", "checkpoint", "config.json", f"model.ckpt-{top['step']}.data-00000-of-00001",
          f"model.ckpt-{top['step']}.index"])
     upscaler = infer.Upscaler(str(run_dir / "best"))
-    pairs = validation.load_pairs(validation.default_paths())
+    pairs = validation.load_pairs(validation.set_paths("skimage2"))
     assert all(hr.shape[:2] == (validation.CROP, validation.CROP) for hr, _ in pairs)
     psnr = np.mean([metrics.sr_metrics(upscaler.upscale(lr), hr)[0] for hr, lr in pairs])
     upscaler.close()
@@ -101,7 +101,7 @@ def test_a_resumed_run_keeps_validating_and_keeps_the_best_of_all(validated, tmp
 
 @pytest.fixture(scope="module")
 def validator(vgg_weights):
-    pairs = validation.load_pairs(validation.default_paths()[:1])
+    pairs = validation.load_pairs(validation.set_paths("skimage2")[:1])
     v = validation.Validator([(hr[:64, :64], lr[:16, :16]) for hr, lr in pairs], 1, vgg_weights)
     rng = np.random.default_rng(0)
     v([(1 + rng.uniform(0, 0.1, var.shape) if "variance" in var.op.name else rng.normal(0, 0.05, var.shape))
@@ -176,7 +176,7 @@ def batch_statistics(validator, lr):
 def test_the_drift_warning_fires_on_broken_moving_averages_and_not_on_matched_ones(tmp_path, capsys, vgg_weights):
     val_dir = tmp_path / "val"
     val_dir.mkdir()
-    shutil.copy(validation.default_paths()[0], val_dir)
+    shutil.copy(validation.set_paths("skimage2")[0], val_dir)
     cfg, run_dir, _ = train_module.make_config([*TINY_VAL, "--pretrain-iters", "4", "--pretrain-only", "--val-dir",
                                                 str(val_dir), "--runs-dir", str(tmp_path), "--name", "d"])
     trainer = train_module.Trainer(cfg, run_dir)
@@ -219,6 +219,22 @@ def test_validation_flags_are_checked(tmp_path):
     assert "is 8x8: it needs at least 16 pixels a side" in small.stderr
     assert absent.returncode != 0 and f"error: --val-dir {tmp_path / 'absent'} is not a directory" in absent.stderr
     assert not any(p.name != "small" for p in tmp_path.iterdir())  # nothing written
+
+
+def test_the_cpu_preset_validates_both_phases_on_eight_photos_left_out_of_training(tmp_path, vgg_weights):
+    """--preset cpu: --val-set skimage8 in the pre-training and in its resumed GAN phase (config.json keeps it)."""
+    cfg, run_dir, _ = train_module.make_config(["--preset", "cpu", "--dataset", "sample", "--runs-dir", str(tmp_path),
+                                                "--name", "r"])
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    resumed, _, _ = train_module.make_config(["--name", "r", "--runs-dir", str(tmp_path), "--resume"])
+    for config in (cfg, resumed):
+        trainer = object.__new__(train_module.Trainer)  # only its input checks
+        trainer.cfg = config
+        paths, _ = trainer.check_inputs()
+        assert trainer.val_images == list(validation.VAL_SETS["skimage8"]) and len(trainer.val_pairs) == 8
+        assert sorted(os.path.basename(p) for p in paths) == sorted(set(data.SAMPLE_IMAGES) - set(trainer.val_images))
 
 
 @pytest.mark.parametrize("g_ema", [0.0, 0.999])
