@@ -186,7 +186,8 @@ def build_parser():
     p.add_argument("--max-bad-fraction", type=float,
                    help="stop before training if more of a sample of the files are unreadable (default 0.05)")
     p.add_argument("--val-set", choices=sorted(validation.VAL_SETS), help="scikit-image's photos to validate on, left "
-                   f"out of training (default skimage2: {' and '.join(validation.VAL_SETS['skimage2'])}; cpu skimage8)")
+                   f"out of training (default {DEFAULTS['val_set']}: {' and '.join(validation.VAL_SETS[DEFAULTS['val_set']])}; "
+                   f"cpu {PRESETS['cpu']['val_set']})")
     p.add_argument("--val-dir", help="held-out images to validate on instead of --val-set's, left out of training")
     p.add_argument("--val-every", type=int, help="validate every N iterations, 0 never (default 1000)")
     p.add_argument("--keep-best", choices=sorted(validation.BETTER),
@@ -324,11 +325,12 @@ class Trainer:
         paths = data.list_images(cfg["dataset"], cfg["data_dir"])
         self.val_pairs = self.val_images = None
         if cfg["val_every"]:
-            val_paths = validation.set_paths(cfg["val_set"])
             if cfg["val_dir"]:
                 if not os.path.isdir(cfg["val_dir"]):
                     raise data.DataError(f"--val-dir {cfg['val_dir']} is not a directory")
                 val_paths = data.list_images("folder", cfg["val_dir"])
+            else:
+                val_paths = validation.set_paths(cfg["val_set"])
             held_out = {os.path.realpath(p) for p in val_paths}
             training = [p for p in paths if os.path.realpath(p) not in held_out]
             if not training:
