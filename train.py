@@ -336,7 +336,9 @@ class Trainer:
             if not training:
                 raise data.DataError("every training image is also a validation image: pass another --val-dir")
             self.val_pairs = validation.load_pairs(val_paths, cfg["max_pixels"])
-            self.val_images = [os.path.basename(p) for p in val_paths]
+            # Named by their path in --val-dir, so that two photos of one name in its tree stay two
+            self.val_images = [os.path.relpath(p, cfg["val_dir"]) if cfg["val_dir"] else os.path.basename(p)
+                               for p in val_paths]
             print(f"{len(val_paths)} validation images" + (f", {len(paths) - len(training)} of them left out of the "
                                                            "training images" if len(training) < len(paths) else ""))
             paths = training

@@ -237,6 +237,21 @@ def test_the_cpu_preset_validates_both_phases_on_eight_photos_left_out_of_traini
         assert sorted(os.path.basename(p) for p in paths) == sorted(set(data.SAMPLE_IMAGES) - set(trainer.val_images))
 
 
+def test_validation_photos_of_one_name_in_a_val_dir_tree_are_told_apart(tmp_path):
+    """val.jsonl and best.json name each photo by its path in --val-dir, not by its file name alone."""
+    photos = np.random.RandomState(0).randint(0, 256, (2, 40, 40, 3), np.uint8)
+    for folder, photo in zip(("a", "b"), photos):
+        (tmp_path / "val" / folder).mkdir(parents=True)
+        Image.fromarray(photo).save(tmp_path / "val" / folder / "photo.png")
+    cfg, _, _ = train_module.make_config(["--dataset", "sample", "--val-dir", str(tmp_path / "val"),
+                                          "--runs-dir", str(tmp_path), "--name", "r"])
+    trainer = object.__new__(train_module.Trainer)  # only its input checks
+    trainer.cfg = cfg
+    trainer.check_inputs()
+    assert trainer.val_images == [os.path.join("a", "photo.png"), os.path.join("b", "photo.png")]
+    assert [hr.shape for hr, _ in trainer.val_pairs] == [(40, 40, 3)] * 2
+
+
 @pytest.mark.parametrize("g_ema", [0.0, 0.999])
 def test_validation_scores_the_moving_average_of_the_generators_weights_when_there_is_one(g_ema):
     """Validator.sources: what the validation graph's generator variables are copied from (--g-ema: the averages)."""
