@@ -62,7 +62,8 @@ CPUINFO = "/proc/cpuinfo"
 
 def bf16_cpu():
     """Whether this CPU has the bfloat16 instructions oneDNN's bf16 rewrite needs (AVX512_BF16 or AMX);
-    elsewhere that rewrite emulates them, slower than fp32."""
+    elsewhere that rewrite emulates them, slower than fp32, or, where TensorFlow leaves oneDNN off (CPUs
+    without AVX-512), changes nothing."""
     try:
         with open(CPUINFO) as f:
             return re.search(r"\b(avx512_bf16|amx_bf16)\b", f.read()) is not None
@@ -70,8 +71,15 @@ def bf16_cpu():
         return False
 
 
+NO_BF16 = ("note: this CPU has no AVX512_BF16 or AMX, where --precision bf16 changes nothing (TensorFlow keeps "
+           "the graph in float32): running, and recording, fp32")
+
+
 def resolve_precision(precision):
-    """--precision auto: bf16 on a CPU with bfloat16 instructions and no GPU, else fp32; others unchanged."""
+    """--precision auto: bf16 on a CPU with bfloat16 instructions and no GPU, else fp32; bf16 on a CPU
+    without them: fp32, which it would run anyway (NO_BF16 says so); others unchanged."""
+    if precision == "bf16" and not bf16_cpu():
+        return "fp32"
     if precision != "auto":
         return precision
     return "bf16" if bf16_cpu() and not tf.config.list_physical_devices("GPU") else "fp32"

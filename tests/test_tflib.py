@@ -72,6 +72,22 @@ def test_auto_precision_is_bf16_only_on_a_cpu_with_bfloat16_instructions(tmp_pat
     monkeypatch.setattr(tflib, "CPUINFO", str(cpuinfo))
     monkeypatch.setattr(tflib.tf.config, "list_physical_devices", lambda kind=None: gpus)
     assert tflib.resolve_precision("auto") == expected
-    assert tflib.resolve_precision("fp32") == "fp32" and tflib.resolve_precision("bf16") == "bf16"
+    assert tflib.resolve_precision("fp32") == "fp32"
+    assert tflib.resolve_precision("bf16") == ("bf16" if "_bf16" in flags else "fp32")  # else it would run fp32
     monkeypatch.setattr(tflib, "CPUINFO", str(tmp_path / "missing"))  # no /proc: fp32
     assert tflib.resolve_precision("auto") == "fp32"
+
+
+def test_bf16_asked_on_a_cpu_without_bfloat16_runs_and_records_fp32_and_says_so(tmp_path, monkeypatch, capsys):
+    """There oneDNN's rewrite changes nothing: a run that recorded bf16 would say what it did not do."""
+    import tflib
+    import train
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    monkeypatch.setattr(tflib, "CPUINFO", str(cpuinfo))
+    cfg, _, _ = train.make_config(["--precision", "bf16", "--runs-dir", str(tmp_path), "--name", "r"])
+    assert cfg["precision"] == "fp32"
+    assert tflib.NO_BF16 in capsys.readouterr().out
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    cfg, _, _ = train.make_config(["--precision", "bf16", "--runs-dir", str(tmp_path), "--name", "r"])
+    assert cfg["precision"] == "bf16" and tflib.NO_BF16 not in capsys.readouterr().out
