@@ -212,9 +212,7 @@ def main(argv=None):
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     cfg = dict(train.DEFAULTS, **{k: v for k, v in vars(args).items() if k in train.DEFAULTS})
-    requested, cfg["precision"] = cfg["precision"], tflib.resolve_precision(cfg["precision"])  # what is timed
-    if requested == "bf16" != cfg["precision"]:
-        print(tflib.NO_BF16, file=sys.stderr)
+    cfg["precision"] = tflib.resolve_precision(cfg["precision"], file=sys.stderr)  # what is timed
     try:
         train.check_config(cfg)
     except train.ConfigError as e:

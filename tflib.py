@@ -75,10 +75,11 @@ NO_BF16 = ("note: this CPU has no AVX512_BF16 or AMX, where --precision bf16 cha
            "the graph in float32): running, and recording, fp32")
 
 
-def resolve_precision(precision):
+def resolve_precision(precision, file=None):
     """--precision auto: bf16 on a CPU with bfloat16 instructions and no GPU, else fp32; bf16 on a CPU
-    without them: fp32, which it would run anyway (NO_BF16 says so); others unchanged."""
+    without them: fp32, which it would run anyway, saying so (NO_BF16, to `file`, default stdout); others unchanged."""
     if precision == "bf16" and not bf16_cpu():
+        print(NO_BF16, file=file)
         return "fp32"
     if precision != "auto":
         return precision

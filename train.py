@@ -211,9 +211,7 @@ def make_config(argv=None):
         with open(saved) as f:
             cfg.update({k: v for k, v in json.load(f).items() if k in DEFAULTS and k not in NOT_RESUMED})
     cfg.update(flags)
-    requested, cfg["precision"] = cfg["precision"], tflib.resolve_precision(cfg["precision"])  # the run records what it ran with
-    if requested == "bf16" != cfg["precision"]:
-        print(tflib.NO_BF16)
+    cfg["precision"] = tflib.resolve_precision(cfg["precision"])  # the run records what it ran with
     if "init_from" in flags or (isinstance(cfg["init_from"], str) and not resume):  # a flag, or a preset's name
         init_from(cfg, resume, pretrain_given="pretrain_iters" in flags)
     if cfg["name"] is None:
