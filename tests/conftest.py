@@ -21,30 +21,39 @@ def vgg_weights():
 def tiny_run(tmp_path_factory, vgg_weights):
     """A real run directory from train.py: 2 residual blocks, 2 MSE pre-training iterations and 1 GAN
     iteration on 32x32 crops, scalars at every step."""
-    import subprocess
     runs = tmp_path_factory.mktemp("runs")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--dataset", "sample", "--hr-size", "32",
-                             "--blocks", "2", "--pretrain-iters", "2", "--gan-iters", "1", "--summary-every", "1", "--val-every", "0",
-                             "--name", "tiny", "--runs-dir", str(runs)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_script("train.py", "--dataset", "sample", "--hr-size", "32", "--blocks", "2", "--pretrain-iters", "2",
+                        "--gan-iters", "1", "--summary-every", "1", "--val-every", "0", "--name", "tiny", "--runs-dir", runs)
     assert result.returncode == 0, result.stderr[-2000:]
     return runs / "tiny"
 
 
-# Runs command lines of this project's scripts one after another in one Python process, each as
-# `python SCRIPT ARGS...` runs it (runpy, as __main__, with its own sys.argv) and with file descriptors 1
-# and 2 sent to files of its own, so that TensorFlow's C++ output is caught too. The modules the scripts
-# import, TensorFlow first, are imported once for all of them instead of once per command.
-IN_TURN = """
-import json, os, runpy, sys, traceback
-commands, folder = json.loads(sys.argv[1]), sys.argv[2]
-for i, argv in enumerate(commands):
-    saved = os.dup(1), os.dup(2)
-    with open(f"{folder}/{i}.out", "w") as out, open(f"{folder}/{i}.err", "w") as err:
-        os.dup2(out.fileno(), 1)
-        os.dup2(err.fileno(), 2)
-        sys.argv = argv
+# Runs `python SCRIPT ARGS...` command lines each in a process of its own, forked from one that has
+# imported TensorFlow and this project's modules once (about 7 of the 10-30 seconds a tiny run takes
+# here). The fork runs the script as `python SCRIPT` would (runpy, as __main__, with its own sys.argv,
+# working directory and sys.path[0]) with file descriptors 1 and 2 sent to files, so that TensorFlow's
+# C++ output is caught too, and exits with the code `python SCRIPT` would.
+FORKER = """
+import json, os, runpy, signal, sys, time, traceback
+sys.path[0] = os.getcwd()  # ROOT: the modules' __file__ absolute, whatever directory a fork moves to
+import tflib, bench, evaluate, infer, model_card, train, vgg16  # what the scripts import, loaded once
+for line in sys.stdin:
+    job = json.loads(line)
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(job["cwd"])
+        for fd, name in ((1, "out"), (2, "err")):
+            with open(f"{job['folder']}/{name}", "w") as f:
+                os.dup2(f.fileno(), fd)
+        with open(os.devnull) as f:
+            os.dup2(f.fileno(), 0)
+        sys.argv, sys.path[0] = job["argv"], "" if job["code"] else os.path.dirname(job["argv"][0])
         try:
-            runpy.run_path(argv[0], run_name="__main__")
+            if job["code"]:
+                exec(compile(job["code"], "<string>", "exec"), {"__name__": "__main__"})
+            else:
+                runpy.run_path(job["argv"][0], run_name="__main__")
             code = 0
         except SystemExit as e:
             if isinstance(e.code, str):
@@ -55,26 +64,43 @@ for i, argv in enumerate(commands):
             code = 1
         sys.stdout.flush()
         sys.stderr.flush()
-        for fd, copy in zip((1, 2), saved):
-            os.dup2(copy, fd)
-            os.close(copy)
-    with open(f"{folder}/{i}.code", "w") as f:
-        f.write(str(code))
+        os._exit(code)
+    deadline, timed_out = time.time() + job["timeout"], False
+    while not (status := os.waitpid(pid, os.WNOHANG))[0]:
+        if time.time() > deadline and not timed_out:
+            os.kill(pid, signal.SIGKILL)
+            timed_out = True
+        time.sleep(0.02)
+    print(json.dumps([os.waitstatus_to_exitcode(status[1]), timed_out]), flush=True)
 """
+_forker = None
+
+
+def run_script(script, *args, cwd=ROOT, timeout=600, code=None):
+    """subprocess.run([python, ROOT/script, *args], cwd=cwd, capture_output=True, text=True), or with
+    `code` [python, "-c", code, *args], as the forks of FORKER run it: a subprocess.CompletedProcess."""
+    global _forker
+    if _forker is None or _forker.poll() is not None:
+        _forker = subprocess.Popen([sys.executable, "-c", FORKER], cwd=ROOT, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+    argv = ["-c" if code else os.path.join(ROOT, script), *map(str, args)]
+    with tempfile.TemporaryDirectory() as folder:
+        job = {"argv": argv, "code": code, "cwd": str(cwd), "folder": folder, "timeout": timeout}
+        _forker.stdin.write(json.dumps(job) + "\n")
+        _forker.stdin.flush()
+        exit_code, timed_out = json.loads(_forker.stdout.readline())
+        if timed_out:
+            raise subprocess.TimeoutExpired(argv, timeout)
+
+        def read(name):
+            with open(os.path.join(folder, name), errors="replace") as f:
+                return f.read()
+        return subprocess.CompletedProcess(argv, exit_code, read("out"), read("err"))
 
 
 def run_in_turn(commands):
-    """[(script, *args)] run as by subprocess.run([python, script, *args], cwd=ROOT), but all in one process
-    (IN_TURN); their subprocess.CompletedProcess results, in order."""
-    commands = [[os.path.join(ROOT, script), *map(str, args)] for script, *args in commands]
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([sys.executable, "-c", IN_TURN, json.dumps(commands), folder], cwd=ROOT, check=True, timeout=600)
-
-        def read(i, kind):
-            with open(os.path.join(folder, f"{i}.{kind}"), errors="replace") as f:
-                return f.read()
-        return [subprocess.CompletedProcess(argv, int(read(i, "code")), read(i, "out"), read(i, "err"))
-                for i, argv in enumerate(commands)]
+    """[(script, *args)] run one after another by run_script; their results, in order."""
+    return [run_script(*command) for command in commands]
 
 
 SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")

@@ -1,8 +1,5 @@
 """bench.py counts FLOPs right and runs end to end; reduced precisions train with float32 variables."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ import model
 import tflib
 import train
 from model import SRGAN
-from conftest import ROOT
+from conftest import run_script
 
 tf1 = tf.compat.v1
 
@@ -45,10 +42,8 @@ def test_a_convolution_on_blocks_counts_the_flops_of_the_direct_one():
 
 def test_bench_runs_end_to_end_on_a_tiny_configuration(tmp_path, vgg_weights):
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench.py"), "--blocks", "1", "--hr-size", "32", "--warmup", "1",
-         "--repeats", "1", "--infer-sizes", "8", "--matmul-size", "256", "--pipeline-images", "5", "--json", str(out)],
-        capture_output=True, text=True, timeout=600)
+    result = run_script("bench.py", "--blocks", "1", "--hr-size", "32", "--warmup", "1", "--repeats", "1", "--infer-sizes", "8",
+                        "--matmul-size", "256", "--pipeline-images", "5", "--json", out)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert set(report["steps"]) == {"pretrain", "d_step", "g_step", "gan_iteration", "infer_8_to_32"}

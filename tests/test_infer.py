@@ -2,8 +2,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,15 +13,14 @@ import data
 import infer
 import metrics
 import niqe
-from conftest import ROOT, assert_one_error_line, run_in_turn
+from conftest import assert_one_error_line, run_in_turn, run_script
 from test_data import write_png16
 
 PHOTO = skimage.data.astronaut()
 
 
 def cli(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return run_script(script, *args)
 
 
 @pytest.fixture(scope="module")

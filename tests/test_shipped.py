@@ -2,8 +2,6 @@
 cards, `--model NAME` in infer.py and evaluate.py, and train.py --init-from."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ import metrics
 import model_card
 import tflib
 import utils
-from conftest import ROOT, assert_one_error_line
+from conftest import ROOT, assert_one_error_line, run_script
 from model import generator
 
 tf1 = tf.compat.v1
@@ -26,11 +24,10 @@ TINY = ["--dataset", "sample", "--hr-size", "32", "--blocks", "2", "--val-every"
 
 
 def cli(script, *args, weights=None):
-    """Run script's main() in a new process; with `weights`, the shipped generators are looked up there instead
+    """Run script's main() in a process of its own; with `weights`, the shipped generators are looked up there instead
     of in weights/ (tests never touch the real ones)."""
     code = f"import sys, infer, {script}; infer.WEIGHTS = {str(weights or infer.WEIGHTS)!r}; sys.exit({script}.main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return run_script(None, *args, code=code)
 
 
 @pytest.fixture(scope="module")
@@ -273,8 +270,7 @@ def test_init_from_refuses_another_architecture_or_a_resumed_run(exported, tmp_p
 
 
 def test_try_it_draws_bicubic_sr_and_hr(exported, tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "try_it.py"), "--model", str(exported),
-                             "--out", str(tmp_path / "try_it.png")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_script("docs/try_it.py", "--model", exported, "--out", tmp_path / "try_it.png")
     assert result.returncode == 0, result.stderr[-2000:]
     picture = np.asarray(Image.open(tmp_path / "try_it.png"))
     assert picture.shape[1] == 3 * 128 * 3 + 2 * 8  # bicubic | SR | HR, 128-pixel details zoomed 3x, 8-pixel gaps

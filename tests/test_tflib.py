@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 # A stand-in for TensorFlow that writes to file descriptor 2 from "C++" as the real one does while it loads.
 FAKE_TENSORFLOW = '''
@@ -91,3 +91,18 @@ def test_bf16_asked_on_a_cpu_without_bfloat16_runs_and_records_fp32_and_says_so(
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
     cfg, _, _ = train.make_config(["--precision", "bf16", "--runs-dir", str(tmp_path), "--name", "r"])
     assert cfg["precision"] == "bf16" and tflib.NO_BF16 not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train.py", "--hr-size", "30"],  # an error: line, exit 1
+    ["train.py", "--no-such-flag"],  # argparse: usage, exit 2
+    ["-c", "import sys; print('out'); sys.exit('a message')"],
+    ["-c", "print('out'); raise ValueError('a traceback')"],
+])
+def test_the_tests_forked_commands_end_as_fresh_processes_do(argv, tmp_path):
+    """run_script, which most tests run the scripts with, gives the exit code, output and last error
+    line that `python ARGV` gives."""
+    fresh = run(argv)
+    forked = run_script(None, *argv[2:], code=argv[1]) if argv[0] == "-c" else run_script(*argv)
+    assert (forked.returncode, forked.stdout) == (fresh.returncode, fresh.stdout)
+    assert forked.stderr.splitlines()[-1:] == fresh.stderr.splitlines()[-1:] != []

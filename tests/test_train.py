@@ -2,8 +2,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import imageio.v3 as iio
@@ -14,7 +12,7 @@ import tensorflow as tf
 import infer
 import tflib
 import train as train_py
-from conftest import ROOT, assert_one_error_line, run_in_turn
+from conftest import ROOT, assert_one_error_line, run_in_turn, run_script
 from model import EMA
 
 tf1 = tf.compat.v1
@@ -24,8 +22,7 @@ TINY = ["--dataset", "sample", "--hr-size", "32", "--blocks", "2", "--save-every
 
 
 def train(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return run_script("train.py", *args, cwd=cwd)
 
 
 def events(run_dir):
@@ -162,8 +159,7 @@ def test_default_run_name_names_the_dataset_and_preset_given(tmp_path):
 def test_docs_figures_are_drawn_from_two_runs(pretrained, tmp_path):
     """docs/figures.py, which draws the README's Results figures, on the tiny run as both models."""
     run_dir, _ = pretrained
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "figures.py"), "--srresnet", str(run_dir),
-                             "--srgan", str(run_dir), "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    result = run_script("docs/figures.py", "--srresnet", run_dir, "--srgan", run_dir, "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     compares = sorted(tmp_path.glob("compare_*.png"))
     assert [p.name for p in compares] == ["compare_astronaut.png", "compare_chelsea.png", "compare_coffee.png", "compare_rocket.png"]
