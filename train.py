@@ -582,7 +582,8 @@ class Trainer:
             signal.signal(signum, self.on_signal)
         self.open_writer()
         if cfg["keep_best"]:
-            self.best = validation.BestGenerator(self.run_dir, cfg["keep_best"], self.val_images)
+            self.best = validation.BestGenerator(self.run_dir, cfg["keep_best"], self.val_images,
+                                                 validation.pixels_sha256(self.val_pairs))
         pretrain_end = cfg["pretrain_iters"]
         if self.sess.run(self.model.phase) == 0:
             self.run_phase(0, 0, pretrain_end, self.pretrain_step)

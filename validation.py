@@ -14,6 +14,7 @@ collapse only inference shows); `bn_gap_db` measures it and DRIFT_DB is the line
 --keep-best keeps the generator of the best validation by one score in <run>/best/ (BestGenerator).
 """
 import glob
+import hashlib
 import json
 import math
 import os
@@ -58,6 +59,14 @@ def load_pairs(paths, max_pixels=data.MAX_PIXELS):
         top, left = max(h - CROP, 0) // 2, max(w - CROP, 0) // 2
         pairs.append(metrics.bicubic_pair(image[top:top + CROP, left:left + CROP], SCALE))
     return pairs
+
+
+def pixels_sha256(pairs):
+    """The identity of a validation set: the sha256 of its HR crops' shapes and pixels, in order."""
+    digest = hashlib.sha256()
+    for hr, _ in pairs:
+        digest.update(repr(hr.shape).encode() + hr.tobytes())
+    return digest.hexdigest()
 
 
 class Validator:
@@ -110,13 +119,14 @@ class Validator:
 
 class BestGenerator:
     """<run>/best/: the generator (a checkpoint of its variables alone) of the best validation by
-    `metric` on the photos `images`, the run's config.json, and best.json saying the metric, value,
-    photos, step and checkpoint, so that evaluate.py and infer.py take --checkpoint <run>/best.
+    `metric` on the photos `images` (whose pixels_sha256 is `pixels`), the run's config.json, and
+    best.json saying the metric, value, photos, step and checkpoint, so that evaluate.py and infer.py
+    take --checkpoint <run>/best.
     best.json is written last, atomically, and names only complete checkpoints; the files of any other
     are removed, those of a save a stop interrupted included."""
 
-    def __init__(self, run_dir, metric, images):
-        self.dir, self.metric, self.images = os.path.join(run_dir, "best"), metric, list(images)
+    def __init__(self, run_dir, metric, images, pixels):
+        self.dir, self.metric, self.images, self.pixels = os.path.join(run_dir, "best"), metric, list(images), pixels
         path = os.path.join(self.dir, "best.json")
         self.record = None
         if os.path.isfile(path):
@@ -127,10 +137,12 @@ class BestGenerator:
 
     def better(self, value):
         """Whether `value` of this metric beats the kept generator (always, if it was kept by another metric
-        or on other photos)."""
+        or on other photos, whether by name or by pixels: two --val-dir folders may hold different photos
+        of the same names)."""
         if math.isnan(value):
             return False
-        if self.record is None or self.record["metric"] != self.metric or self.record.get("images") != self.images:
+        if self.record is None or [self.record.get(k) for k in ("metric", "images", "pixels_sha256")] != [
+                self.metric, self.images, self.pixels]:
             return True
         return value != self.record["value"] and BETTER[self.metric](value, self.record["value"]) == value
 
@@ -144,8 +156,8 @@ class BestGenerator:
             self.remove_others()  # the partial files; the kept generator stays as it was
             raise
         utils.write_json(os.path.join(self.dir, "config.json"), config)
-        self.record = {"metric": self.metric, "value": value, "images": self.images, "step": step,
-                       "checkpoint": os.path.basename(prefix)}
+        self.record = {"metric": self.metric, "value": value, "images": self.images, "pixels_sha256": self.pixels,
+                       "step": step, "checkpoint": os.path.basename(prefix)}
         utils.write_json(os.path.join(self.dir, "best.json"), self.record)
         self.remove_others()
 

@@ -97,6 +97,19 @@ def test_a_resumed_run_keeps_validating_and_keeps_the_best_of_all(validated, tmp
     assert [line["step"] for line in lines] == [2, 4, 5, 6, 7]
     best = json.loads((copy / "best" / "best.json").read_text())
     assert best["step"] == max(lines, key=lambda line: line["psnr"])["step"]
+    photos = validation.set_paths(json.loads((copy / "config.json").read_text())["val_set"])
+    assert best["pixels_sha256"] == validation.pixels_sha256(validation.load_pairs(photos))
+
+
+def test_a_validation_sets_identity_is_its_pixels_in_order():
+    hr = np.zeros((8, 8, 3), np.uint8)
+    pairs = [(hr, None), (hr + 1, None)]
+    assert validation.pixels_sha256(pairs) == validation.pixels_sha256([(a.copy(), b) for a, b in pairs])
+    touched = hr.copy()
+    touched[7, 7, 2] = 1
+    assert validation.pixels_sha256([(touched, None), pairs[1]]) != validation.pixels_sha256(pairs)
+    assert validation.pixels_sha256(pairs[::-1]) != validation.pixels_sha256(pairs)
+    assert validation.pixels_sha256([(hr.reshape(4, 16, 3), None), pairs[1]]) != validation.pixels_sha256(pairs)
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +124,11 @@ def validator(vgg_weights):
     v.close()
 
 
-PHOTOS = ["chelsea.png", "coffee.png"]
+PHOTOS, PIXELS = ["chelsea.png", "coffee.png"], "0" * 64
 
 
 def test_the_best_generator_survives_a_resume_and_a_save_cut_short(validator, tmp_path):
-    best = validation.BestGenerator(str(tmp_path), "psnr", PHOTOS)
+    best = validation.BestGenerator(str(tmp_path), "psnr", PHOTOS, PIXELS)
     assert best.better(20.0) and not best.better(float("nan"))
     best.keep(validator, 2, 20.0, {"blocks": 1})
     assert not best.better(19.0) and not best.better(20.0) and best.better(21.0)
@@ -127,17 +140,19 @@ def test_the_best_generator_survives_a_resume_and_a_save_cut_short(validator, tm
     (folder / "model.ckpt-8_temp").mkdir()
     assert tf1.train.latest_checkpoint(str(folder)).endswith("model.ckpt-6")
 
-    resumed = validation.BestGenerator(str(tmp_path), "psnr", PHOTOS)
-    assert resumed.record == {"metric": "psnr", "value": 21.0, "images": PHOTOS, "step": 4, "checkpoint": "model.ckpt-4"}
+    resumed = validation.BestGenerator(str(tmp_path), "psnr", PHOTOS, PIXELS)
+    assert resumed.record == {"metric": "psnr", "value": 21.0, "images": PHOTOS, "pixels_sha256": PIXELS, "step": 4,
+                              "checkpoint": "model.ckpt-4"}
     assert sorted(p.name for p in folder.glob("model.ckpt-*")) == ["model.ckpt-4.data-00000-of-00001", "model.ckpt-4.index"]
     assert tf1.train.latest_checkpoint(str(folder)).endswith("model.ckpt-4")
     assert not resumed.better(20.5) and resumed.better(22.0)
-    assert validation.BestGenerator(str(tmp_path), "niqe", PHOTOS).better(100.0)  # kept by another score: replaced
-    assert validation.BestGenerator(str(tmp_path), "psnr", ["grass.png"]).better(0.0)  # scored on other photos: too
+    assert validation.BestGenerator(str(tmp_path), "niqe", PHOTOS, PIXELS).better(100.0)  # kept by another score: replaced
+    assert validation.BestGenerator(str(tmp_path), "psnr", ["grass.png"], PIXELS).better(0.0)  # on other photos: too
+    assert validation.BestGenerator(str(tmp_path), "psnr", PHOTOS, "1" * 64).better(0.0)  # of the same names: too
 
 
 def test_a_failed_save_leaves_the_kept_generator_as_it_was(validator, tmp_path, monkeypatch):
-    best = validation.BestGenerator(str(tmp_path), "psnr", PHOTOS)
+    best = validation.BestGenerator(str(tmp_path), "psnr", PHOTOS, PIXELS)
     best.keep(validator, 2, 20.0, {"blocks": 1})
 
     def disk_full(sess, prefix, global_step, write_meta_graph):
@@ -154,7 +169,7 @@ def test_a_failed_save_leaves_the_kept_generator_as_it_was(validator, tmp_path, 
 
 @pytest.mark.parametrize("metric, better, worse", [("psnr", 25.0, 15.0), ("vgg", 0.1, 0.3), ("niqe", 4.0, 9.0)])
 def test_better_goes_the_right_way_for_each_score(validator, tmp_path, metric, better, worse):
-    best = validation.BestGenerator(str(tmp_path), metric, PHOTOS)
+    best = validation.BestGenerator(str(tmp_path), metric, PHOTOS, PIXELS)
     best.keep(validator, 1, (better + worse) / 2, {"blocks": 1})
     assert best.better(better) and not best.better(worse)
 
