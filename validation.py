@@ -126,7 +126,8 @@ class BestGenerator:
     are removed, those of a save a stop interrupted included."""
 
     def __init__(self, run_dir, metric, images, pixels):
-        self.dir, self.metric, self.images, self.pixels = os.path.join(run_dir, "best"), metric, list(images), pixels
+        self.dir, self.metric = os.path.join(run_dir, "best"), metric
+        self.identity = {"metric": metric, "images": list(images), "pixels_sha256": pixels}  # what a record must match
         path = os.path.join(self.dir, "best.json")
         self.record = None
         if os.path.isfile(path):
@@ -141,8 +142,7 @@ class BestGenerator:
         of the same names)."""
         if math.isnan(value):
             return False
-        if self.record is None or [self.record.get(k) for k in ("metric", "images", "pixels_sha256")] != [
-                self.metric, self.images, self.pixels]:
+        if self.record is None or {k: self.record.get(k) for k in self.identity} != self.identity:
             return True
         return value != self.record["value"] and BETTER[self.metric](value, self.record["value"]) == value
 
@@ -156,8 +156,7 @@ class BestGenerator:
             self.remove_others()  # the partial files; the kept generator stays as it was
             raise
         utils.write_json(os.path.join(self.dir, "config.json"), config)
-        self.record = {"metric": self.metric, "value": value, "images": self.images, "pixels_sha256": self.pixels,
-                       "step": step, "checkpoint": os.path.basename(prefix)}
+        self.record = {**self.identity, "value": value, "step": step, "checkpoint": os.path.basename(prefix)}
         utils.write_json(os.path.join(self.dir, "best.json"), self.record)
         self.remove_others()
 
