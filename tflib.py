@@ -50,6 +50,16 @@ def init_tf():
     tf.get_logger().setLevel("ERROR")
 
 
+def assume_fixed_weights():
+    """For a command that sets all its weights before its first step (infer.py, evaluate.py, docs/figures.py,
+    docs/try_it.py), in its own process: oneDNN may then keep each convolution's filter in its fast layout.
+    Otherwise TensorFlow hands oneDNN a batch of one's filters as stored, and with AVX2 (oneDNN on there only
+    with TF_ENABLE_ONEDNN_OPTS=1) oneDNN runs them as plain GEMMs, or past a size as its reference code: the
+    generator 3x to 70x slower than on Eigen (docs/performance.md). TensorFlow reads this once, at the first
+    convolution, for the whole process: one that trained afterwards would compute with stale filters."""
+    os.environ.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
+
+
 def set_variables(sess, values):
     """Give each variable of the dict `values` its value through a feed to its initializer: no new op, so it
     works on a finalized graph (what the deprecated Variable.load does). One run for all: each run of a new
@@ -62,7 +72,7 @@ CPUINFO = "/proc/cpuinfo"
 
 def bf16_cpu():
     """Whether this CPU has the bfloat16 instructions oneDNN's bf16 rewrite needs (AVX512_BF16 or AMX);
-    elsewhere that rewrite emulates them, slower than fp32, or, where TensorFlow leaves oneDNN off (CPUs
+    elsewhere that rewrite emulates them, slower than fp32, or, where oneDNN is off (TensorFlow's default
     without AVX-512), changes nothing."""
     try:
         with open(CPUINFO) as f:
@@ -71,8 +81,8 @@ def bf16_cpu():
         return False
 
 
-NO_BF16 = ("note: this CPU has no AVX512_BF16 or AMX, where --precision bf16 changes nothing (TensorFlow keeps "
-           "the graph in float32): running, and recording, fp32")
+NO_BF16 = ("note: this CPU has no AVX512_BF16 or AMX, where --precision bf16 is no faster than fp32 (emulated "
+           "or not done at all): running, and recording, fp32")
 
 
 def resolve_precision(precision, file=None):

@@ -88,4 +88,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    tflib.assume_fixed_weights()
     sys.exit(main())

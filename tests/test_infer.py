@@ -94,6 +94,31 @@ def test_tiled_matches_untiled(upscaler):
     assert len(bands) == len(infer.spans(70, 32, 12)) and sum(bands) == 280  # streamed a row of tiles at a time
 
 
+FIXED_WEIGHTS_CHILD = """
+import sys, numpy as np, tflib, infer
+tflib.assume_fixed_weights()
+tflib.init_tf()
+lr = np.load(sys.argv[1])
+np.save(sys.argv[2], np.stack([infer.Upscaler(model).run(lr) for model in sys.argv[3:]]))
+"""
+
+
+def test_generators_in_a_process_that_assumes_fixed_weights_give_their_own_outputs(tmp_path):
+    """infer.py and evaluate.py let oneDNN keep filters cached (tflib.assume_fixed_weights): in such a process
+    each generator, one after another, gives what it gives in this process, which does not assume it. A
+    generator run once before its weights were set would keep the filters of that run."""
+    lr = metrics.imresize(PHOTO[:96, :120], 1 / 4).astype(np.float32) / 127.5 - 1
+    np.save(tmp_path / "lr.npy", lr)
+    models = [infer.resolve_model(name) for name in ("srresnet", "srgan", "srresnet")]
+    result = run_script(None, tmp_path / "lr.npy", tmp_path / "sr.npy", *models, code=FIXED_WEIGHTS_CHILD)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS" not in os.environ
+    for model, sr in zip(models, np.load(tmp_path / "sr.npy")):
+        up = infer.Upscaler(model)
+        assert np.abs(sr - up.run(lr)).max() < 1e-3, model
+        up.close()
+
+
 def test_export_reloads_with_infer_and_plain_tensorflow(tiny_run, upscaler, tmp_path):
     export = tmp_path / "exported"
     result = cli("infer.py", "--checkpoint", tiny_run, "--export", export)

@@ -79,7 +79,7 @@ def test_auto_precision_is_bf16_only_on_a_cpu_with_bfloat16_instructions(tmp_pat
 
 
 def test_bf16_asked_on_a_cpu_without_bfloat16_runs_and_records_fp32_and_says_so(tmp_path, monkeypatch, capsys):
-    """There oneDNN's rewrite changes nothing: a run that recorded bf16 would say what it did not do."""
+    """There oneDNN's rewrite is emulated or not done: a run that recorded bf16 would say what it did not do."""
     import tflib
     import train
     cpuinfo = tmp_path / "cpuinfo"
