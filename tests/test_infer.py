@@ -2,6 +2,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import data
 import infer
 import metrics
 import niqe
-from conftest import assert_one_error_line, run_in_turn, run_script
+from conftest import ROOT, assert_one_error_line, run_in_turn, run_script
 from test_data import write_png16
 
 PHOTO = skimage.data.astronaut()
@@ -104,13 +106,16 @@ np.save(sys.argv[2], np.stack([infer.Upscaler(model).run(lr) for model in sys.ar
 
 
 def test_generators_in_a_process_that_assumes_fixed_weights_give_their_own_outputs(tmp_path):
-    """infer.py and evaluate.py let oneDNN keep filters cached (tflib.assume_fixed_weights): in such a process
-    each generator, one after another, gives what it gives in this process, which does not assume it. A
-    generator run once before its weights were set would keep the filters of that run."""
+    """infer.py and evaluate.py let oneDNN keep filters cached (tflib.assume_fixed_weights): in such a process,
+    with oneDNN on whatever this CPU's default, each generator, one after another, gives what it gives in this
+    process, which does not assume it. A generator run once before its weights were set would keep the
+    filters of that run."""
     lr = metrics.imresize(PHOTO[:96, :120], 1 / 4).astype(np.float32) / 127.5 - 1
     np.save(tmp_path / "lr.npy", lr)
     models = [infer.resolve_model(name) for name in ("srresnet", "srgan", "srresnet")]
-    result = run_script(None, tmp_path / "lr.npy", tmp_path / "sr.npy", *models, code=FIXED_WEIGHTS_CHILD)
+    result = subprocess.run([sys.executable, "-c", FIXED_WEIGHTS_CHILD, tmp_path / "lr.npy", tmp_path / "sr.npy", *models],
+                            cwd=ROOT, env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1"}, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS" not in os.environ
     for model, sr in zip(models, np.load(tmp_path / "sr.npy")):
