@@ -129,3 +129,23 @@ def test_grid_energy_measures_a_pattern_repeating_every_scale_pixels():
     assert metrics.grid_energy(gridded) > plain + 1.5
     shifted = np.clip(hr + np.roll(checker, 1, axis=1)[..., None], 0, 255).astype(np.uint8)
     assert metrics.grid_energy(shifted) == pytest.approx(metrics.grid_energy(gridded), abs=0.1)  # any phase
+
+
+# ---------------------------------------------------------------- docs/detail_spectrum.py's bands
+
+def test_a_checkerboard_is_in_the_corner_band_and_fine_stripes_in_the_ring():
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs"))
+    import detail_spectrum
+    y, x = np.mgrid[:64, :64]
+    grey = lambda luma: np.repeat(np.clip(luma, 0, 255)[..., None], 3, axis=2).astype(np.uint8)
+    checkerboard = grey(128 + 40 * (-1.0) ** (x + y))
+    stripes = grey(128 + 40 * np.cos(2 * np.pi * 0.3 * x))  # 0.3 cycles a pixel: fine texture
+    ramp = grey(2 * x + y)  # smooth
+    corner, ring = detail_spectrum.band_powers(checkerboard)
+    assert ring == pytest.approx(0, abs=1e-6 * corner) and corner > 0
+    corner, ring = detail_spectrum.band_powers(stripes)
+    assert corner == pytest.approx(0, abs=1e-3 * ring) and ring > 0
+    corner, ring = detail_spectrum.band_powers(ramp)
+    total = np.sum((metrics.rgb_to_y(ramp.astype(float)) - metrics.rgb_to_y(ramp.astype(float)).mean()) ** 2) * ramp[..., 0].size
+    assert corner + ring < 0.05 * total
