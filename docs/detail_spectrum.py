@@ -22,6 +22,7 @@ import infer  # noqa: E402
 import metrics  # noqa: E402
 import tflib  # noqa: E402
 import validation  # noqa: E402
+from model import EMA  # noqa: E402
 from tflib import tf  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def band_powers(image):
     return np.array([power[(np.abs(fx) >= 0.4) & (np.abs(fy) >= 0.4)].sum(), power[(radius >= 0.2) & (radius < 0.4)].sum()])
 
 
-SLOTS = ("g_adam", "g_adam_1", "pretrain_adam", "pretrain_adam_1", "generator_ema")  # not the generator's own
+SLOTS = ("g_adam", "g_adam_1", "pretrain_adam", "pretrain_adam_1", EMA)  # what a checkpoint keeps beside a weight
 
 
 def raw_weights(checkpoint, folder):
@@ -42,7 +43,7 @@ def raw_weights(checkpoint, folder):
     reader = tf.train.load_checkpoint(checkpoint)
     names = [n for n in reader.get_variable_to_shape_map() if n.startswith("generator/") and n.split("/")[-1] not in SLOTS]
     path = os.path.join(folder, "raw.npz")
-    np.savez(path, blocks=sum(n.endswith("/conv1/kernel") for n in names), **{n: reader.get_tensor(n) for n in names})
+    np.savez(path, **{n: reader.get_tensor(n) for n in names}, **{infer.BLOCKS_KEY: infer.count_blocks(names)})
     return path
 
 
