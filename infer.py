@@ -132,16 +132,16 @@ def build_generator(blocks):
     return {FLOAT_SIGNATURE: (lr_float, sr_float), UINT8_SIGNATURE: (lr_uint8, sr_uint8)}
 
 
-def restore_generator(sess, path):
+def restore_generator(sess, path, average=True):
     """Build the generator into sess.graph from a run's config.json and restore it, each weight from its
-    moving average when the checkpoint holds one (--g-ema); returns (checkpoint, signatures)."""
+    moving average when the checkpoint holds one (--g-ema) and `average`; returns (checkpoint, signatures)."""
     checkpoint, config = run_config(path)
     signatures = build_generator(config["blocks"])
     variables = tf1.global_variables()
     stored = checkpoint_shapes(checkpoint)
     check_architecture(checkpoint, stored, variables, config["blocks"])
     # A run trained with --g-ema: each weight from its moving average.
-    names = {v.op.name + "/" + EMA if v.op.name + "/" + EMA in stored else v.op.name: v for v in variables}
+    names = {v.op.name + "/" + EMA if average and v.op.name + "/" + EMA in stored else v.op.name: v for v in variables}
     try:
         tf1.train.Saver(names).restore(sess, checkpoint)
     except tf.errors.OpError as e:
@@ -164,11 +164,11 @@ def assign(sess, variables, weights):
     tflib.set_variables(sess, {v: weights[v.op.name] for v in variables})
 
 
-def load_generator(sess, path):
+def load_generator(sess, path, average=True):
     """Build the generator into sess.graph and give it the weights of an exported .npz, or those of a run or
-    checkpoint (restore_generator); returns (the .npz or checkpoint, signatures)."""
+    checkpoint (restore_generator, `average` passed on); returns (the .npz or checkpoint, signatures)."""
     if not path.endswith(".npz"):
-        return restore_generator(sess, path)
+        return restore_generator(sess, path, average)
     weights, blocks = read_npz(path)
     signatures = build_generator(blocks)
     variables = tf1.global_variables()
@@ -217,12 +217,16 @@ def export_generator(path, out):
 
 
 class Upscaler:
-    """A session holding the generator, from a training run, checkpoint or exported .npz, or from a SavedModel."""
+    """A session holding the generator, from a training run, checkpoint or exported .npz, or from a SavedModel;
+    average=False: a run's or checkpoint's own weights, not their moving average (--g-ema)."""
 
-    def __init__(self, path):
+    def __init__(self, path, average=True):
+        self.saved_model = os.path.isfile(os.path.join(path, "saved_model.pb"))
+        if not average and (self.saved_model or path.endswith(".npz")):
+            raise CLIError(f"{path} holds only the weights inference uses, not the generator's own: "
+                           "give its run or checkpoint")
         self.graph = tf.Graph()
         self.sess = tf1.Session(graph=self.graph)
-        self.saved_model = os.path.isfile(os.path.join(path, "saved_model.pb"))
         with self.graph.as_default():
             if self.saved_model:
                 try:
@@ -234,7 +238,7 @@ class Upscaler:
                 self.sr_output = self.graph.get_tensor_by_name(signature.outputs["sr"].name)
                 self.checkpoint = path
             else:
-                self.checkpoint, signatures = load_generator(self.sess, path)
+                self.checkpoint, signatures = load_generator(self.sess, path, average)
                 self.lr_input, self.sr_output = signatures[FLOAT_SIGNATURE]
         self.graph.finalize()
 

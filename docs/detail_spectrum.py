@@ -13,7 +13,6 @@ lattice raises the corner.
 import argparse
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
@@ -21,9 +20,8 @@ import numpy as np  # noqa: E402
 import infer  # noqa: E402
 import metrics  # noqa: E402
 import tflib  # noqa: E402
+import utils  # noqa: E402
 import validation  # noqa: E402
-from model import EMA  # noqa: E402
-from tflib import tf  # noqa: E402
 
 
 def band_powers(image):
@@ -35,35 +33,25 @@ def band_powers(image):
     return np.array([power[(np.abs(fx) >= 0.4) & (np.abs(fy) >= 0.4)].sum(), power[(radius >= 0.2) & (radius < 0.4)].sum()])
 
 
-SLOTS = ("g_adam", "g_adam_1", "pretrain_adam", "pretrain_adam_1", EMA)  # what a checkpoint keeps beside a weight
-
-
-def raw_weights(checkpoint, folder):
-    """An .npz of a checkpoint's generator (as infer.py reads one) with its own weights, not their moving average."""
-    reader = tf.train.load_checkpoint(checkpoint)
-    names = [n for n in reader.get_variable_to_shape_map() if n.startswith("generator/") and n.split("/")[-1] not in SLOTS]
-    path = os.path.join(folder, "raw.npz")
-    np.savez(path, **{n: reader.get_tensor(n) for n in names}, **{infer.BLOCKS_KEY: infer.count_blocks(names)})
-    return path
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("models", nargs="+", help="shipped names, .npz files, runs or checkpoints")
-    p.add_argument("--raw", action="store_true", help="a checkpoint's own generator weights, not their moving average")
+    p.add_argument("--raw", action="store_true", help="a run's or checkpoint's own generator weights, not their moving average")
     args = p.parse_args()
     tflib.init_tf()
     pairs = validation.load_pairs(validation.set_paths("skimage8"))
     hr_powers = [band_powers(hr) for hr, _ in pairs]
-    with tempfile.TemporaryDirectory() as folder:
-        for model in args.models:
-            path = raw_weights(model, folder) if args.raw else infer.resolve_model(model)
-            upscaler = infer.Upscaler(path)
-            ratios = np.array([band_powers(upscaler.upscale(lr)) / hr for (_, lr), hr in zip(pairs, hr_powers)])
-            upscaler.close()
-            print(f"{model}{' (raw)' if args.raw else ''}: corner {np.median(ratios[:, 0]):.3f}, "
-                  f"ring {np.median(ratios[:, 1]):.3f} of the HR's power")
+    for model in args.models:
+        try:
+            upscaler = infer.Upscaler(infer.resolve_model(model), average=not args.raw)
+        except utils.CLIError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        ratios = np.array([band_powers(upscaler.upscale(lr)) / hr for (_, lr), hr in zip(pairs, hr_powers)])
+        upscaler.close()
+        print(f"{model}{' (raw)' if args.raw else ''}: corner {np.median(ratios[:, 0]):.3f}, "
+              f"ring {np.median(ratios[:, 1]):.3f} of the HR's power")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

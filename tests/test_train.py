@@ -221,6 +221,12 @@ def test_g_ema_resumes_a_run_saved_without_averages_and_infer_uses_them(pretrain
     assert sum(not np.array_equal(restored[a[:-len(EMA) - 1]], trained.get_tensor(a[:-len(EMA) - 1])) for a in averages) > 10
     for name in set(restored) - {a[:-len(EMA) - 1] for a in averages}:  # batch-norm statistics: their own
         np.testing.assert_array_equal(restored[name], trained.get_tensor(name))
+    own = infer.Upscaler(str(run_dir), average=False)  # docs/detail_spectrum.py --raw: the weights themselves
+    with own.graph.as_default():
+        restored = own.sess.run({v.op.name: v for v in tf1.global_variables()})
+    own.close()
+    for name in restored:
+        np.testing.assert_array_equal(restored[name], trained.get_tensor(name))
 
 
 def scalars(run_dir, tag):
