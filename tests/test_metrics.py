@@ -134,18 +134,27 @@ def test_grid_energy_measures_a_pattern_repeating_every_scale_pixels():
 
 # ---------------------------------------------------------------- docs/detail_spectrum.py's bands
 
-def test_a_checkerboard_is_in_the_corner_band_and_fine_stripes_in_the_ring():
+def test_a_checkerboard_is_in_the_corner_band_fine_stripes_in_the_ring_and_colour_stripes_in_the_chroma():
     sys.path.insert(0, os.path.join(ROOT, "docs"))
-    import detail_spectrum  # docs/, the script of docs/gan-phase.md's round 17
+    import detail_spectrum  # docs/, the script of docs/gan-phase.md's rounds 17 to 19
     y, x = np.mgrid[:64, :64]
     grey = lambda luma: np.repeat(np.clip(luma, 0, 255)[..., None], 3, axis=2).astype(np.uint8)
     checkerboard = grey(128 + 40 * (-1.0) ** (x + y))
     stripes = grey(128 + 40 * np.cos(2 * np.pi * 0.3 * x))  # 0.3 cycles a pixel: fine texture
     ramp = grey(2 * x + y)  # smooth
-    corner, ring = detail_spectrum.band_powers(checkerboard)
-    assert ring == pytest.approx(0, abs=1e-6 * corner) and corner > 0
-    corner, ring = detail_spectrum.band_powers(stripes)
-    assert corner == pytest.approx(0, abs=1e-3 * ring) and ring > 0
-    corner, ring = detail_spectrum.band_powers(ramp)
+    wave = np.cos(2 * np.pi * 0.3 * x)  # red against green of the same luma: colour speckle, no texture
+    colour_stripes = np.round(np.stack([128 + 40 * wave, 128 - 40 * 65.481 / 128.553 * wave, 128 + 0 * wave], -1)).astype(np.uint8)
+    corner, ring, high, chroma = detail_spectrum.band_powers(checkerboard)
+    assert ring == pytest.approx(0, abs=1e-6 * corner) and corner > 0 and high >= corner
+    assert chroma == pytest.approx(0, abs=1e-6 * corner)
+    corner, ring, high, chroma = detail_spectrum.band_powers(stripes)
+    assert corner == pytest.approx(0, abs=1e-3 * ring) and ring > 0 and high == pytest.approx(ring, rel=0.01)
+    assert chroma == pytest.approx(0, abs=1e-6 * ring)
+    corner, ring, high, chroma = detail_spectrum.band_powers(colour_stripes)
+    assert ring < 1e-3 * chroma and corner < 1e-3 * chroma
+    # the chroma is measured against the HR's luma detail, so that a grey HR photo gives a finite ratio
+    grey_hr = detail_spectrum.band_powers(grey(128 + 30 * (-1.0) ** (x + y) + 30 * np.cos(2 * np.pi * 0.3 * x)))
+    assert detail_spectrum.ratios(detail_spectrum.band_powers(colour_stripes), grey_hr)[2] == pytest.approx(chroma / grey_hr[2])
+    corner, ring, high, chroma = detail_spectrum.band_powers(ramp)
     luma = metrics.rgb_to_y(ramp.astype(float))
     assert corner + ring < 0.05 * np.sum((luma - luma.mean()) ** 2) * luma.size  # Parseval: the whole spectrum's power
