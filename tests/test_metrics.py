@@ -143,7 +143,7 @@ def test_a_checkerboard_is_in_the_corner_band_fine_stripes_in_the_ring_and_colou
     stripes = grey(128 + 40 * np.cos(2 * np.pi * 0.3 * x))  # 0.3 cycles a pixel: fine texture
     ramp = grey(2 * x + y)  # smooth
     wave = np.cos(2 * np.pi * 0.3 * x)  # red against green of the same luma: colour speckle, no texture
-    colour_stripes = np.round(np.stack([128 + 40 * wave, 128 - 40 * 65.481 / 128.553 * wave, 128 + 0 * wave], -1)).astype(np.uint8)
+    colour_stripes = np.round(np.stack([128 + 40 * wave, 128 - 40 * 65.481 / 128.553 * wave, np.full_like(wave, 128)], -1)).astype(np.uint8)
     corner, ring, high, chroma = detail_spectrum.band_powers(checkerboard)
     assert ring == pytest.approx(0, abs=1e-6 * corner) and corner > 0 and high >= corner
     assert chroma == pytest.approx(0, abs=1e-6 * corner)
