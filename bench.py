@@ -2,13 +2,15 @@
 
     python bench.py                                   # the report's setting: B=16, LR 64 -> HR 256, batch 1
     python bench.py --precision bf16 --json bench-bf16.json
+    python bench.py --steps pretrain --infer-sizes --validation skimage8   # and one validation, as train.py's
 
 Builds the training graph exactly as train.py does (same flags), feeds it one fixed batch from an
 in-graph dataset so that only the computation is timed, and reports the median of several repeats
 of each step, its FLOPs (convolutions and matmuls counted from the graph, forward and backward),
 the GFLOP/s reached and the fraction of the large-matmul rate measured in the same process (the
 best of rounds measured before, between and after the steps).
-The input pipeline is timed on its own, on 256x256 JPEGs like Places-205's.
+The input pipeline is timed on its own, on 256x256 JPEGs like Places-205's, and --validation times
+train.py's validation of a --val-set (the generator on random weights: the same arithmetic).
 """
 import argparse
 import os
@@ -23,6 +25,8 @@ import data
 import tflib
 import train
 import utils
+import validation
+import vgg16
 from model import ON_BLOCKS_SCOPE, SCALE, SRGAN
 from tflib import tf, tf1
 FLOP_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul")
@@ -196,6 +200,18 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None, between=lambda: No
     return results
 
 
+def bench_validation(cfg, val_set, warmup, repeats):
+    """(median seconds, copies): one call of train.py's validation.Validator on `val_set`'s photos, and how
+    many copies of each image it runs as a batch."""
+    validator = validation.Validator(validation.load_pairs(validation.set_paths(val_set)), cfg["blocks"],
+                                     vgg16.resolve_weights(cfg["vgg_weights"]))
+    validator.sess.run([v.initializer for v in validator.variables])
+    values = validator.sess.run(validator.variables)
+    seconds = median_seconds(lambda: validator(values), warmup, repeats)
+    validator.close()
+    return seconds, validator.copies
+
+
 # ----------------------------------------------------------------------------- command line
 
 def main(argv=None):
@@ -209,6 +225,8 @@ def main(argv=None):
     p.add_argument("--infer-sizes", type=int, nargs="*", default=[64, 256], help="LR sizes for generator inference (an LR of 1024 needs about 16 GB)")
     p.add_argument("--matmul-size", type=int, default=4096)
     p.add_argument("--pipeline-images", type=int, default=200, help="batches the input pipeline is timed on (0: skip)")
+    p.add_argument("--validation", choices=sorted(validation.VAL_SETS),
+                   help="also time one validation of these photos (train.py's --val-set), the median of --repeats/2")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     cfg = dict(train.DEFAULTS, **{k: v for k, v in vars(args).items() if k in train.DEFAULTS})
@@ -240,6 +258,11 @@ def main(argv=None):
         consumed = train.batches_per_gan_iteration(cfg["gan_update"]) / steps["gan_iteration"][0]
         print(f"input pipeline: {rate:.1f} images/s; the GAN iteration consumes {consumed:.2f}/s ({rate / consumed:.0f}x)")
         report["pipeline"] = {"images_per_s": rate, "consumed_per_s": consumed}
+    if args.validation:
+        seconds, copies = bench_validation(cfg, args.validation, 1, max(args.repeats // 2, 1))
+        photos = len(validation.VAL_SETS[args.validation])
+        print(f"validation of {args.validation} ({photos} photos, each run as a batch of {copies}): {seconds:.2f} s")
+        report["validation"] = {"val_set": args.validation, "seconds": seconds, "copies": copies}
     if args.json:
         utils.write_json(args.json, report)
     return 0

@@ -50,6 +50,13 @@ def init_tf():
     tf.get_logger().setLevel("ERROR")
 
 
+def onednn_enabled():
+    """Whether TensorFlow runs its CPU kernels on oneDNN in this process: its default on AVX-512, or
+    TF_ENABLE_ONEDNN_OPTS=1 (read when TensorFlow was imported)."""
+    from tensorflow.python.util import _pywrap_util_port  # the check TensorFlow's own tests use
+    return _pywrap_util_port.IsMklEnabled()
+
+
 def assume_fixed_weights():
     """For a command that sets all its weights before its first step (infer.py, evaluate.py, docs/figures.py,
     docs/try_it.py), in its own process: oneDNN may then keep each convolution's filter in its fast layout.

@@ -20,6 +20,8 @@ import math
 import os
 import shutil
 
+import numpy as np
+
 import data
 import metrics
 import niqe
@@ -80,7 +82,7 @@ class Validator:
         self.hr_features = [self.vgg.features(hr) for hr, _ in pairs]
         self.graph = tf.Graph()
         with self.graph.as_default():
-            self.lr = tf1.placeholder(tf.float32, [1, None, None, 3])
+            self.lr = tf1.placeholder(tf.float32, [None, None, None, 3])
             self.sr = generator(self.lr, blocks, training=False)
             self.sr_batch_stats = generator(self.lr, blocks, training=True, reuse=True)
             self.variables = tf1.global_variables()
@@ -90,6 +92,9 @@ class Validator:
             self.saver = tf1.train.Saver(self.variables, max_to_keep=None, save_relative_paths=True)
         self.graph.finalize()
         self.sess = tf1.Session(graph=self.graph, config=tflib.session_config())
+        # oneDNN runs a batch of one with filters it may not assume fixed as a GEMM: on one core, validation took
+        # minutes an image (docs/performance.md). Two copies of the image keep its own batch statistics.
+        self.copies = 2 if tflib.onednn_enabled() else 1
 
     def sources(self, graph):
         """The variables of the training `graph` to copy in, in order: each weight's moving average when it
@@ -104,7 +109,8 @@ class Validator:
         rows = []
         for (hr, lr), hr_features in zip(self.pairs, self.hr_features):
             sr, sr_batch_stats = (utils.to_uint8(out[0]) for out in
-                                  self.sess.run((self.sr, self.sr_batch_stats), {self.lr: lr[None] / 127.5 - 1}))
+                                  self.sess.run((self.sr, self.sr_batch_stats),
+                                                {self.lr: np.repeat(lr[None] / 127.5 - 1, self.copies, axis=0)}))
             rows.append((*metrics.sr_metrics(sr, hr, SCALE), self.vgg.distance(hr_features, sr), niqe.sr_niqe(sr, SCALE),
                          metrics.grid_energy(sr, SCALE),
                          metrics.sr_metrics(sr_batch_stats, hr, SCALE)[0]))

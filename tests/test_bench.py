@@ -43,7 +43,7 @@ def test_a_convolution_on_blocks_counts_the_flops_of_the_direct_one():
 def test_bench_runs_end_to_end_on_a_tiny_configuration(tmp_path, vgg_weights):
     out = tmp_path / "bench.json"
     result = run_script("bench.py", "--blocks", "1", "--hr-size", "32", "--warmup", "1", "--repeats", "1", "--infer-sizes", "8",
-                        "--matmul-size", "256", "--pipeline-images", "5", "--json", out)
+                        "--matmul-size", "256", "--pipeline-images", "5", "--validation", "skimage2", "--json", out)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert set(report["steps"]) == {"pretrain", "d_step", "g_step", "gan_iteration", "infer_8_to_32"}
@@ -56,6 +56,8 @@ def test_bench_runs_end_to_end_on_a_tiny_configuration(tmp_path, vgg_weights):
     peak = report["matmul_gflops"]["fp32"]
     assert all(s["fraction_of_peak"] == pytest.approx(s["gflops"] / peak) for s in steps.values())
     assert "gan_iteration" in result.stdout and "of peak" in result.stdout
+    assert report["validation"]["seconds"] > 0 and report["validation"]["copies"] == (2 if tflib.onednn_enabled() else 1)
+    assert "validation of skimage2 (2 photos" in result.stdout
 
 
 def test_the_matmul_peak_is_the_best_of_every_round():

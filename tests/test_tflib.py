@@ -59,6 +59,14 @@ def test_a_working_import_drops_only_the_known_chatter(tmp_path):
     assert result.stderr == "E0000 loader.cc:1] something TensorFlow needs you to know\n"
 
 
+@pytest.mark.parametrize("switch, expected", [("0", "False"), ("1", "True")])
+def test_onednn_enabled_follows_tensorflows_switch(monkeypatch, switch, expected):
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", switch)
+    result = run(["-c", "import tflib; print(tflib.onednn_enabled())"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == expected + "\n"
+
+
 @pytest.mark.parametrize("flags, gpus, expected", [
     ("fpu sse2 avx512f avx512_bf16 avx512_vnni", [], "bf16"),
     ("fpu sse2 avx512f amx_bf16 amx_tile", [], "bf16"),

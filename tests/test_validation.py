@@ -124,6 +124,19 @@ def validator(vgg_weights):
     v.close()
 
 
+def test_under_onednn_validation_runs_each_image_twice_and_scores_it_as_once(validator, monkeypatch):
+    """Two copies dodge oneDNN's slow batch of one; each copy's batch statistics are the image's own."""
+    assert validator.copies == (2 if tflib.onednn_enabled() else 1)
+    values = validator.sess.run(validator.variables)
+    scores = []
+    for copies in (1, 2):
+        monkeypatch.setattr(validator, "copies", copies)
+        scores.append(validator(values))
+    assert scores[0]["psnr_batch_stats"] != pytest.approx(scores[0]["psnr"], abs=0.01)  # two generators
+    for name in ("psnr", "ssim", "vgg", "grid", "psnr_batch_stats"):
+        assert scores[1][name] == pytest.approx(scores[0][name], rel=1e-4, abs=1e-4), name
+
+
 PHOTOS, PIXELS = ["chelsea.png", "coffee.png"], "0" * 64
 
 
