@@ -628,10 +628,13 @@ def test_the_graphs_gan_losses_are_gan_losses_of_its_logits_with_its_settings(se
     graph, model, init, _ = build("mse", **settings)
     with tf1.Session(graph=graph) as sess:
         sess.run(init)
-        # D's logits moved from about 0 (D(x) = 0.5, where label smoothing hardly changes the loss) to about 2
+        # D(x)'s logit moved to 2 (from wherever the random weights put it; near 0 label smoothing hardly
+        # changes the loss); D(G(z))'s moves by as much, so the two stay apart
         bias = next(v for v in graph.get_collection("variables") if v.op.name.endswith("dense1/bias"))
-        tflib.set_variables(sess, {bias: np.full(bias.shape, 2.0, np.float32)})
+        dx = sess.run(model.Dx, feed(model))
+        tflib.set_variables(sess, {bias: sess.run(bias) + 2.0 - np.log(dx / (1 - dx)).reshape(bias.shape)})
         losses, dx, dg = sess.run([(model.d_loss, model.adv_loss), model.Dx, model.Dg], feed(model))
+        assert np.log(dx / (1 - dx)) == pytest.approx(2.0, abs=1e-3)
     np.testing.assert_allclose(losses, gan_losses_of(dx, dg, **settings), rtol=1e-4)
     assert losses[0] != pytest.approx(gan_losses_of(dx, dg)[0], rel=1e-2)  # the settings make a difference here
 
