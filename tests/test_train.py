@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import sys
 from types import SimpleNamespace
 
 import imageio.v3 as iio
@@ -263,6 +264,42 @@ def test_the_texture_loss_compares_imagenet_features_without_the_vgg_loss(pretra
     (step, texture), = scalars(run_dir, "summaries/texture_loss").items()
     content, mse = (scalars(run_dir, f"summaries/{tag}")[step] for tag in ("content_loss", "mse_loss"))
     assert texture > 1e-3 and content == pytest.approx(mse + 0.5 * texture, rel=1e-4)
+
+
+def test_push_spectrum_splits_power_into_its_bands():
+    sys.path.insert(0, os.path.join(ROOT, "docs"))
+    import push_spectrum  # docs/, the script of docs/gan-phase.md's round 21
+    y, x = np.mgrid[:64, :64]
+    for name, wave in (("lr", np.cos(2 * np.pi * 3 / 64 * x)), ("octave", np.cos(2 * np.pi * 12 / 64 * y)),
+                       ("finest", np.cos(2 * np.pi * 20 / 64 * (x + y))), ("corners", (-1.0) ** (x + y))):
+        fractions = push_spectrum.band_fractions(np.repeat(wave[None, :, :, None], 3, axis=3))
+        assert fractions[name] == pytest.approx(1, abs=1e-9), name
+    noise = np.random.default_rng(0).normal(size=(2, 64, 64, 3))
+    assert sum(push_spectrum.band_fractions(noise).values()) == pytest.approx(1)
+
+
+def test_push_spectrum_measures_d_and_content_pushes_of_a_checkpoint(pretrained, tmp_path):
+    """The adversarial push is adv_weight x adv_loss's gradient: twice the weight, twice its norm."""
+    runs = []
+    for weight in (1e-3, 2e-3):
+        runs.append(tmp_path / str(weight))
+        shutil.copytree(pretrained[0], runs[-1])
+        config = json.loads((runs[-1] / "config.json").read_text())
+        (runs[-1] / "config.json").write_text(json.dumps(dict(config, adv_weight=weight)))
+    checkpoints = [os.path.join(run, "model.ckpt-3") for run in runs]
+    result = run_script("docs/push_spectrum.py", *checkpoints)
+    assert result.returncode == 0, result.stderr[-2000:]
+    pushes = {}
+    for line in result.stdout.splitlines():
+        checkpoint, rest = line.split(": ", 1)
+        name, norm = rest.split(";")[0].split(" push ")
+        fractions = [float(part.split()[1]) for part in rest.split("; ")[1].split(", ")]
+        assert sum(fractions) == pytest.approx(1, abs=0.003)
+        pushes[checkpoint, name] = float(norm)
+    assert len(pushes) == 4
+    assert pushes[checkpoints[1], "adversarial"] == pytest.approx(2 * pushes[checkpoints[0], "adversarial"], rel=2e-3)
+    assert pushes[checkpoints[1], "content"] == pytest.approx(pushes[checkpoints[0], "content"], rel=1e-3)
+    assert_one_error_line(run_script("docs/push_spectrum.py", os.path.join(runs[0], "model.ckpt-9")), "model.ckpt-9.index")
 
 
 def test_a_resumed_run_takes_up_the_data_where_it_stopped_d_warmup_included():
