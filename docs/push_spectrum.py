@@ -1,6 +1,6 @@
 """Where the losses push the generator: the spectrum of G's loss gradients by G(z) (docs/gan-phase.md, round 21).
 
-    python docs/push_spectrum.py runs/<name>/model.ckpt-<step> ...
+    python docs/push_spectrum.py runs/<name>/model.ckpt-<step> ...   # or runs/<name>: its newest checkpoint
 
 Each checkpoint's run (its config.json) rebuilds its training graph, in fp32, fed with centre crops of its
 first 16 training images. Printed per checkpoint: the norm of the gradient by G(z) of the adversarial
@@ -11,7 +11,6 @@ holds; 1/8 to 1/4, the octave above it, where most of the texture a x4 generator
 corners beyond 1/2 (diagonal only).
 """
 import argparse
-import json
 import os
 import sys
 
@@ -20,8 +19,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import data  # noqa: E402
+import infer  # noqa: E402
 import tflib  # noqa: E402
 import train  # noqa: E402
+import utils  # noqa: E402
 import vgg16  # noqa: E402
 from model import SRGAN  # noqa: E402
 
@@ -38,11 +39,10 @@ def band_fractions(images):
     return {name: float(power[:, (radius >= low) & (radius < high)].sum() / power.sum()) for name, low, high in BANDS}
 
 
-def pushes(checkpoint, count=16):
+def pushes(checkpoint, run_config, count=16):
     """{"adversarial": the gradient of adv_weight x adv_loss by G(z), "content": the content loss's} at
-    `checkpoint`, on centre crops of its run's first `count` training images."""
-    with open(os.path.join(os.path.dirname(checkpoint), "config.json")) as f:
-        cfg = {**train.DEFAULTS, **{k: v for k, v in json.load(f).items() if k in train.DEFAULTS}, "precision": "fp32"}
+    `checkpoint` of the run configured by `run_config`, on centre crops of its first `count` training images."""
+    cfg = {**train.DEFAULTS, **{k: v for k, v in run_config.items() if k in train.DEFAULTS}, "precision": "fp32"}
     lr, hr = data.eval_pairs(data.list_images(cfg["dataset"], cfg["data_dir"]), cfg["hr_size"], count=count)
     graph = tf.Graph()
     with graph.as_default():
@@ -54,24 +54,23 @@ def pushes(checkpoint, count=16):
     with tf1.Session(graph=graph, config=tflib.session_config("fp32")) as sess:
         saver.restore(sess, checkpoint)
         if model.vgg is not None:
-            model.vgg.load(sess, vgg16.load_weights(cfg["vgg_weights"] or vgg16.DEFAULT_WEIGHTS))
+            model.vgg.load(sess, vgg16.resolve_weights(cfg["vgg_weights"]))
         return sess.run(grads, {lr_input: lr, hr_input: hr})
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("checkpoints", nargs="+", help="runs/<name>/model.ckpt-<step>")
+    p.add_argument("checkpoints", nargs="+", help="runs/<name>/model.ckpt-<step>, or runs/<name>")
     args = p.parse_args()
-    for checkpoint in args.checkpoints:
-        missing = [path for path in (checkpoint + ".index", os.path.join(os.path.dirname(checkpoint), "config.json"))
-                   if not os.path.isfile(path)]
-        if missing:
-            print(f"error: {checkpoint}: no {missing[0]}", file=sys.stderr)
-            return 1
     tflib.init_tf()
-    for checkpoint in args.checkpoints:
+    try:
+        runs = [infer.run_config(path) for path in args.checkpoints]
+    except utils.CLIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for checkpoint, run_config in runs:
         try:
-            grads = pushes(checkpoint)
+            grads = pushes(checkpoint, run_config)
         except data.DataError as e:
             print(f"error: {checkpoint}: {e}", file=sys.stderr)
             return 1
