@@ -172,6 +172,14 @@ def test_static_shapes_for_the_graph(trees):
         assert lr.shape.as_list() == [3, 16, 16, 3] and hr.shape.as_list() == [3, 64, 64, 3]
 
 
+def test_the_pipeline_runs_no_autotuning_thread(trees):
+    """With autotuning on, closing a session could wait for its model thread's sleep between tunings:
+    up to a minute (docs/performance.md, "The input pipeline without tf.data's autotuning")."""
+    with tf.Graph().as_default():
+        ds = data.make_dataset(trees["folder"][1], hr_size=32)
+        assert ds.options().autotune.enabled is False
+
+
 def test_bad_sizes_are_value_errors(trees):
     with pytest.raises(ValueError, match="divisible"):
         data.make_dataset(trees["folder"][1], hr_size=30)
