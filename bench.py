@@ -169,7 +169,8 @@ def bench_steps(cfg, warmup, repeats, infer_sizes, only=None, between=lambda: No
     with tf.Graph().as_default() as graph:
         tf1.set_random_seed(cfg["seed"])
         # A dataset, not constants: grappler would fold whatever depends only on constants (VGG of HR).
-        lr, hr = tf1.data.make_one_shot_iterator(tf.data.Dataset.from_tensors(batch).repeat()).get_next()
+        dataset = data.without_autotuning(tf.data.Dataset.from_tensors(batch).repeat())
+        lr, hr = tf1.data.make_one_shot_iterator(dataset).get_next()
         srgan = SRGAN(lr, hr, train.model_config(cfg))
         init = tf1.global_variables_initializer()
         graph.finalize()

@@ -331,11 +331,16 @@ def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip
         draws, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([2, 2], tf.int64)))
     ds = ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors()  # the last resort, e.g. when a huge crop runs out of memory: drops the pair
-    # No autotuning: its model thread sleeps up to a minute between tunings, and closing the session
-    # can wait out that sleep (seen in the test suite). AUTOTUNE then means min(16, cores) map calls.
+    return without_autotuning(ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
+def without_autotuning(ds):
+    """ds without tf.data's autotuning: its model thread sleeps up to a minute between tunings, and
+    closing the session can wait out that sleep (docs/performance.md). AUTOTUNE then means min(16,
+    cores) parallel calls."""
     options = tf.data.Options()
     options.autotune.enabled = False
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(options)
+    return ds.with_options(options)
 
 
 def eval_pairs(paths, hr_size=256, scale=4, hr_prep="crop", count=4, max_pixels=MAX_PIXELS):
