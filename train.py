@@ -189,7 +189,7 @@ def build_parser():
                    f"out of training (default {DEFAULTS['val_set']}: {' and '.join(validation.VAL_SETS[DEFAULTS['val_set']])}; "
                    f"cpu {PRESETS['cpu']['val_set']})")
     p.add_argument("--val-dir", help="held-out images to validate on instead of --val-set's, left out of training")
-    p.add_argument("--val-every", type=int, help="validate every N iterations, 0 never (default 1000)")
+    p.add_argument("--val-every", type=int, help="validate every N iterations (not in D's warm-up), 0 never (default 1000)")
     p.add_argument("--keep-best", choices=sorted(validation.BETTER),
                    help="keep the generator of the best validation by this score in <run>/best/")
     p.add_argument("--plot", metavar="RUN_DIR", help="only (re)draw the loss plots of RUN_DIR into RUN_DIR/plots")
@@ -519,13 +519,13 @@ class Trainer:
                 self.save()
             if self.due(step, "sample_every"):
                 self.save_samples(PHASES[phase])
-            if self.validator and self.due(step, "val_every"):
+            if self.validator and self.due(step, "val_every") and self.unvalidated(step):
                 self.validate(step)
         bar.close()
         self.sess.run(self.model.next_phase)
         self.save()
         self.save_samples(PHASES[phase])
-        if self.validator and self.validated != step:
+        if self.validator and self.unvalidated(step):
             self.validate(step)
         self.writer.flush()
         monitor.plot_training(self.run_dir)
@@ -540,6 +540,15 @@ class Trainer:
         if self.due(step - 1, "summary_every") or problems != before:  # at the same steps as the other scalars
             value = tf1.Summary.Value(tag="health/gan_ok", simple_value=float(not problems))
             self.writer.add_summary(tf1.Summary(value=[value]), step)
+
+    def unvalidated(self, step):
+        """Whether the generator at `step` may differ from the one validated last: not so in D's warm-up,
+        which leaves the generator as the pre-training left it."""
+        if self.validated is None:
+            return True
+        warmup_start = self.cfg["pretrain_iters"]
+        in_warmup = warmup_start < step <= warmup_start + self.cfg["d_warmup_iters"]
+        return self.validated != step and not (in_warmup and self.validated >= warmup_start)
 
     def validate(self, step):
         """Scores the generator on the validation images (validation.py): to TensorBoard (val/..., and

@@ -101,6 +101,13 @@ def test_a_resumed_run_keeps_validating_and_keeps_the_best_of_all(validated, tmp
     assert best["pixels_sha256"] == validation.pixels_sha256(validation.load_pairs(photos))
 
 
+def test_the_discriminators_warm_up_does_not_validate_the_generator_it_leaves_alone(tmp_path, vgg_weights):
+    result = train(*TINY_VAL, "--val-every", "1", "--pretrain-iters", "2", "--d-warmup-iters", "2", "--gan-iters", "3",
+                   "--name", "w", "--runs-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [line["step"] for line in val_lines(tmp_path / "w")] == [1, 2, 5]
+
+
 def test_a_validation_sets_identity_is_its_pixels_in_order():
     hr = np.zeros((8, 8, 3), np.uint8)
     pairs = [(hr, None), (hr + 1, None)]
