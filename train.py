@@ -92,6 +92,19 @@ def batches_per_gan_iteration(gan_update):
     return 2 if gan_update == "alternating" else 1
 
 
+def steps_by_kind(cfg, step):
+    """(pre-training steps, D warm-up iterations, GAN iterations) that make up the first `step` steps."""
+    pretrain = min(step, cfg["pretrain_iters"])
+    warmup = min(step - pretrain, cfg["d_warmup_iters"])
+    return pretrain, warmup, step - pretrain - warmup
+
+
+def generator_updates(cfg, step):
+    """Updates the generator has had by `step`: none in D's warm-up."""
+    pretrain, _, gan = steps_by_kind(cfg, step)
+    return pretrain + gan
+
+
 class ConfigError(Exception):
     pass
 
@@ -430,9 +443,7 @@ class Trainer:
     def draws(self, step):
         """Files the input pipeline has handed out by `step`: a batch per pre-training step and per D warm-up
         iteration, two per alternating GAN iteration (one for D, one for G), one per fused one."""
-        pretrain = min(step, self.cfg["pretrain_iters"])
-        warmup = min(step - pretrain, self.cfg["d_warmup_iters"])
-        gan = step - pretrain - warmup
+        pretrain, warmup, gan = steps_by_kind(self.cfg, step)
         return self.cfg["batch_size"] * (pretrain + warmup + batches_per_gan_iteration(self.cfg["gan_update"]) * gan)
 
     def last_checkpoint(self):
@@ -542,13 +553,8 @@ class Trainer:
             self.writer.add_summary(tf1.Summary(value=[value]), step)
 
     def unvalidated(self, step):
-        """Whether the generator at `step` may differ from the one validated last: not so in D's warm-up,
-        which leaves the generator as the pre-training left it."""
-        if self.validated is None:
-            return True
-        warmup_start = self.cfg["pretrain_iters"]
-        in_warmup = warmup_start < step <= warmup_start + self.cfg["d_warmup_iters"]
-        return self.validated != step and not (in_warmup and self.validated >= warmup_start)
+        """Whether the generator at `step` differs from the one validated last (D's warm-up leaves it alone)."""
+        return self.validated is None or generator_updates(self.cfg, step) != generator_updates(self.cfg, self.validated)
 
     def validate(self, step):
         """Scores the generator on the validation images (validation.py): to TensorBoard (val/..., and
