@@ -70,8 +70,9 @@ def _walk(root):
         yield from (os.path.join(folder, name) for name in files if not name.startswith("."))
 
 
-def list_images(dataset, data_dir=None):
-    """Sorted absolute paths of the images of `dataset` laid out as DATASETS describes, else DataError."""
+def list_images(dataset, data_dir=None, flag="--data-dir"):
+    """Sorted absolute paths of the images of `dataset` laid out as DATASETS describes, else DataError, which
+    names `flag` (the option that chose the folder; None: no option did) as the way to another one."""
     if dataset not in _LAYOUTS:
         raise DataError(f"unknown dataset {dataset!r}: choose one of {', '.join(_LAYOUTS)}")
     what, patterns, layout, source = _LAYOUTS[dataset]
@@ -84,7 +85,7 @@ def list_images(dataset, data_dir=None):
         if os.path.isdir(root) and not os.access(root, os.R_OK | os.X_OK):
             raise DataError(f"cannot read {root}: permission denied")
         missing = "" if os.path.isdir(root) else " (no such directory)"
-        hint = "" if dataset == "sample" else " or pass --data-dir"
+        hint = "" if dataset == "sample" or flag is None else f" or name another folder with {flag}"
         raise DataError(f"no {what} images under {root}{missing}: expected {os.path.join(root, layout)}; {source}{hint}")
     return paths
 

@@ -65,7 +65,7 @@ def check_set(folder):
     """The images of `folder`, else DataError: none, or one too small to score (cropped to a multiple of
     SCALE, with SCALE pixels shaved from each border, it must still hold SSIM's window)."""
     least = SCALE * math.ceil((2 * SCALE + metrics.SSIM_WINDOW) / SCALE)
-    paths = data.list_images("folder", folder)
+    paths = data.list_images("folder", folder, flag="--data")
     for path in paths:
         width, height = data.check_image(path)
         if min(width, height) < least:

@@ -333,7 +333,7 @@ def input_files(inputs):
     files = []
     for path in inputs:
         if os.path.isdir(path):
-            files += [(path, found) for found in data.list_images("folder", path)]
+            files += [(path, found) for found in data.list_images("folder", path, flag=None)]
         elif os.path.isfile(path):
             files.append((os.path.dirname(path), path))
         else:

@@ -341,7 +341,7 @@ class Trainer:
             if cfg["val_dir"]:
                 if not os.path.isdir(cfg["val_dir"]):
                     raise data.DataError(f"--val-dir {cfg['val_dir']} is not a directory")
-                val_paths = data.list_images("folder", cfg["val_dir"])
+                val_paths = data.list_images("folder", cfg["val_dir"], flag="--val-dir")
             else:
                 val_paths = validation.set_paths(cfg["val_set"])
             held_out = {os.path.realpath(p) for p in val_paths}

@@ -126,6 +126,7 @@ def test_missing_or_empty_dir_says_layout_and_source(tmp_path, name, words):
         message = str(e.value)
         assert "\n" not in message and str(root) in message and reason in message
         assert all(word in message for word in words), message
+        assert message.endswith("or name another folder with --data-dir"), message
         assert name in data.DATASETS and all(word in data.DATASETS[name] for word in words)
 
 

@@ -513,6 +513,21 @@ def test_infer_bad_situations_are_one_line(infer_one_liner_results, case, words)
     assert sorted(os.listdir(tmp_path)) == before and (tmp_path / "file").read_text() == "a user's file\n"
 
 
+def test_a_folder_without_images_is_named_with_the_option_that_chose_it(tiny_run, tmp_path):
+    """Each command's error points at its own option for another folder, not at train.py's --data-dir."""
+    (tmp_path / "empty").mkdir()
+    infer_result, evaluate_result, train_result = run_in_turn([
+        ("infer.py", "--checkpoint", tiny_run, tmp_path / "empty", "-o", tmp_path / "out"),
+        ("evaluate.py", "--checkpoint", tiny_run, "--data", tmp_path / "empty", "--out-dir", tmp_path / "eval"),
+        ("train.py", *FAST, "--val-every", "2", "--val-dir", tmp_path / "empty", "--runs-dir", tmp_path / "runs")])
+    infer_error, evaluate_error, train_error = (assert_one_error_line(result, f"no JPEG/PNG/BMP images under {tmp_path / 'empty'}")
+                                                for result in (infer_result, evaluate_result, train_result))
+    assert infer_error.endswith("put your own images there")  # the folder was named as an input, by no option
+    assert evaluate_error.endswith("or name another folder with --data")
+    assert train_error.endswith("or name another folder with --val-dir")
+    assert os.listdir(tmp_path) == ["empty"]
+
+
 TOO_SMALL = [6, 8, 16, 19]
 
 
