@@ -15,6 +15,7 @@ import glob
 import os
 import shutil
 import sys
+import zipfile
 
 import numpy as np
 from tqdm import tqdm
@@ -151,6 +152,8 @@ def restore_generator(sess, path, average=True):
 
 def read_npz(path):
     """({variable name: float32 array}, blocks) of a generator exported with --export-generator, else CLIError."""
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):  # else np.load reads it as a pickle and says so
+        raise CLIError(f"cannot read the generator {path}: not a .npz (zip) archive")
     try:
         with np.load(path) as z:
             return {name: z[name] for name in z.files if name != BLOCKS_KEY}, int(z[BLOCKS_KEY])

@@ -89,6 +89,16 @@ def test_a_16_block_generator_exports_to_about_6_mb(tmp_path, monkeypatch):
     assert infer.read_npz(str(tmp_path / "g.npz"))[1] == 16
 
 
+def test_a_generator_file_that_is_not_an_npz_is_named_so(tmp_path):
+    """Not numpy's advice to unpickle it, which it gives for any file that is not a zip archive."""
+    path = tmp_path / "g.npz"
+    for content in (b"", b"not a zip", b"\x80\x04junk"):
+        path.write_bytes(content)
+        with pytest.raises(utils.CLIError) as e:
+            infer.read_npz(str(path))
+        assert str(e.value) == f"cannot read the generator {path}: not a .npz (zip) archive"
+
+
 def test_infer_without_a_model_runs_the_shipped_default_once_its_checksum_matches(exported, tmp_path):
     photo = lr_photo(tmp_path)
     weights = shipped(tmp_path / "weights", exported)
