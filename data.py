@@ -153,7 +153,9 @@ def read_image(path, max_pixels=MAX_PIXELS, full_depth=False):
             except tf.errors.OpError as e:
                 raise DataError(f"cannot read image {path}: {utils.first_line(e)}") from None
         else:
-            if image.mode not in ("L", "LA", "RGB", "RGBA"):  # palette, CMYK, 1-bit
+            if image.mode == "1":  # black and white: grey
+                image = image.convert("L")
+            elif image.mode not in ("L", "LA", "RGB", "RGBA"):  # palette, CMYK
                 image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
             pixels = np.asarray(image)
     pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels

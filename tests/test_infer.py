@@ -34,10 +34,11 @@ def upscaler(tiny_run):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """Odd-sized RGB JPEG, grey PNG, RGBA PNG, 16-bit grey and 16-bit RGB PNGs."""
+    """Odd-sized RGB JPEG, grey PNG, 1-bit PNG, RGBA PNG, 16-bit grey and 16-bit RGB PNGs."""
     folder = tmp_path_factory.mktemp("inputs")
     Image.fromarray(PHOTO[100:137, 200:223]).save(folder / "odd.jpg", quality=95)
     Image.fromarray(PHOTO[:30, :21, 1]).save(folder / "grey.png")
+    Image.fromarray(PHOTO[:20, :23, 1] > 127).save(folder / "bits.png")  # black and white, a scan's
     alpha = np.tile(np.linspace(0, 255, 19).astype(np.uint8), (25, 1))
     Image.fromarray(np.dstack([PHOTO[:25, :19], alpha])).save(folder / "rgba.png")
     Image.fromarray(PHOTO[:21, :17, 0].astype(np.uint16) * 257).save(folder / "grey16.png")
@@ -54,7 +55,7 @@ def outputs(tiny_run, inputs, tmp_path_factory):
 
 
 def test_every_kind_of_image_comes_out_x4_with_its_channels(outputs, inputs, upscaler):
-    for name in ("odd.jpg", "grey.png", "rgba.png", "grey16.png", "rgb16.png"):
+    for name in ("odd.jpg", "grey.png", "bits.png", "rgba.png", "grey16.png", "rgb16.png"):
         pixels = infer.read_image(str(inputs / name))
         out = infer.read_image(str(outputs / (os.path.splitext(name)[0] + "_x4.png")))
         assert out.shape == (pixels.shape[0] * 4, pixels.shape[1] * 4, pixels.shape[2]), name
@@ -63,11 +64,12 @@ def test_every_kind_of_image_comes_out_x4_with_its_channels(outputs, inputs, ups
     np.testing.assert_array_equal(infer.read_image(str(outputs / "odd_x4.png")), upscaler.upscale(rgb))
 
 
-def test_grey_stays_grey_and_is_the_mean_of_the_colour_result(outputs, inputs, upscaler):
-    grey = np.asarray(Image.open(inputs / "grey.png"))
-    assert Image.open(outputs / "grey_x4.png").mode == "L"
+@pytest.mark.parametrize("name", ["grey", "bits"])
+def test_grey_stays_grey_and_is_the_mean_of_the_colour_result(outputs, inputs, upscaler, name):
+    grey = np.asarray(Image.open(inputs / f"{name}.png").convert("L"))
+    assert Image.open(outputs / f"{name}_x4.png").mode == "L"
     sr = upscaler.upscale(np.repeat(grey[:, :, None], 3, axis=2))
-    assert np.abs(np.asarray(Image.open(outputs / "grey_x4.png")).astype(int) - sr.mean(axis=2)).max() <= 1
+    assert np.abs(np.asarray(Image.open(outputs / f"{name}_x4.png")).astype(int) - sr.mean(axis=2)).max() <= 1
 
 
 def test_rgba_keeps_its_alpha_upscaled_bicubically(outputs, inputs, upscaler):
