@@ -11,7 +11,8 @@ lower is better), and NIQE, which needs no reference (niqe.py: the authors' pris
 rounded luma with the same 4-pixel shave; lower is more natural), also of the HR images themselves as
 the target; it is averaged over the images with at least two whole 96x96 blocks after the shave (all
 of Set5 and Set14). The table goes to stdout and to eval-<step>.json / .md in the run directory (for an
-.npz, eval-<name>.json / .md beside it).
+.npz, eval-<name>.json / .md beside it), which keep the rows of other sets evaluated there before with
+the same weights.
 --save-images writes each SR image and an LR | bicubic | SR | HR strip with zoomed crops there too.
 """
 import argparse
@@ -108,6 +109,19 @@ def markdown(results, title):
     return "\n".join(lines) + "\n"
 
 
+def with_earlier_sets(path, checkpoint, sha256, results):
+    """`results` after the sets of the evaluation of the same weights already in `path`, if any, so that
+    evaluating another test set adds a row instead of dropping the table's others (a set of the same
+    name is replaced)."""
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):  # none yet, or unreadable: nothing to keep
+        return results
+    same = earlier.get("checkpoint") == checkpoint and earlier.get("sha256", sha256) == sha256  # (older files: no sha256)
+    return {**earlier.get("sets", {}), **results} if same else results
+
+
 def build_parser():
     p = utils.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", "--checkpoint", required=True,
@@ -132,19 +146,23 @@ def main(argv=None):
         upscaler = infer.Upscaler(infer.resolve_model(args.model))
         vgg = vgg16.Distance(vgg16.resolve_weights(args.vgg_weights), VGG_RESCALE)
         checkpoint = upscaler.checkpoint.rstrip("/")
+        _, sha256 = infer.weights_source(checkpoint)
         out_dir = args.out_dir or (checkpoint if upscaler.saved_model else os.path.dirname(checkpoint))
         tag = f"eval-{os.path.basename(checkpoint).replace('model.ckpt-', '').removesuffix('.npz')}"
         saved = {name: utils.output_paths([(folder, p) for p in paths], os.path.join(out_dir, tag, name), "_sr.png")
                  for name, (folder, paths) in sets.items()} if args.save_images else {}
         results = {name: dict(evaluate_set(upscaler, vgg, name, paths, saved.get(name)), folder=folder)
                    for name, (folder, paths) in sets.items()}
+        print(markdown(results, f"x{SCALE} evaluation of {checkpoint}"))
+        results = with_earlier_sets(os.path.join(out_dir, tag + ".json"), checkpoint, sha256, results)
         table = markdown(results, f"x{SCALE} evaluation of {checkpoint}")
-        print(table)
         os.makedirs(out_dir, exist_ok=True)
-        summary = json.dumps({"checkpoint": checkpoint, "sets": results, "paper": PAPER}, indent=2)
+        summary = json.dumps({"checkpoint": checkpoint, "sha256": sha256, "sets": results, "paper": PAPER}, indent=2)
         utils.write_atomic(os.path.join(out_dir, tag + ".md"), lambda f: f.write(table.encode()))
         utils.write_atomic(os.path.join(out_dir, tag + ".json"), lambda f: f.write(summary.encode()))
-        print(f"written to {os.path.join(out_dir, tag)}.md and .json")
+        kept = [name for name in results if name not in sets]
+        print(f"written to {os.path.join(out_dir, tag)}.md and .json"
+              + (f", after the rows of {', '.join(kept)} from before" if kept else ""))
     except (CLIError, data.DataError, vgg16.WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

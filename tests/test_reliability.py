@@ -637,6 +637,29 @@ def test_evaluate_keeps_sets_with_the_same_name_apart(tiny_run, tmp_path, vgg_we
     assert sorted(Image.open(p).size for p in saved) == [(40, 40), (48, 44)]  # both birds, (width, height)
 
 
+def test_evaluating_another_set_keeps_the_rows_of_the_sets_evaluated_before(tiny_run, tmp_path, vgg_weights):
+    for name, size in (("SetA", (40, 40)), ("SetB", (44, 48))):
+        (tmp_path / name).mkdir()
+        write_rgb(tmp_path / name / "bird.png", size)
+    summary = tmp_path / "eval" / "eval-3.json"
+
+    def evaluate(*names):
+        result, = run_in_turn([("evaluate.py", "--checkpoint", tiny_run, "--data", *(tmp_path / n for n in names),
+                                "--out-dir", tmp_path / "eval")])
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout, json.loads(summary.read_text())
+
+    _, first = evaluate("SetA")
+    out, second = evaluate("SetB")
+    assert list(second["sets"]) == ["SetA", "SetB"] and second["sets"]["SetA"] == first["sets"]["SetA"]
+    assert "| SetA |" not in out and "after the rows of SetA from before" in out  # printed: what was evaluated now
+    assert (tmp_path / "eval" / "eval-3.md").read_text().count("| Set") == 2
+    second["sha256"] = "0" * 64  # as if eval-3.json scored other weights saved under the same name
+    summary.write_text(json.dumps(second))
+    _, third = evaluate("SetB")
+    assert list(third["sets"]) == ["SetB"] and third["sha256"] == first["sha256"] != "0" * 64
+
+
 def test_a_symbolic_link_loop_is_walked_once(tmp_path):
     (tmp_path / "a").mkdir()
     write_rgb(tmp_path / "a" / "x.png", (8, 8))
