@@ -24,6 +24,8 @@ MAX_PIXELS = 50_000_000  # larger images are refused before decoding (decompress
 IMAGE_CACHE_BYTES = 1 << 30  # decoded training images kept in memory (all of T91 or the 80 scene photos)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # max_pixels decides, see _open
 HR_PREPS = ("crop", "resize")
+AUGMENTS = ("rot90", "scale")  # of the training photos, as SRCNN, FSRCNN and VDSR augment T91
+MIN_AUGMENT_SCALE = 0.5
 
 # The colour photographs shipped inside scikit-image (its grayscale and synthetic images are left out).
 SAMPLE_IMAGES = (
@@ -261,18 +263,33 @@ def _load_draw(paths, index, max_pixels=MAX_PIXELS, min_scale=0, skipped=None, c
     raise DataError(f"none of the {len(paths)} image files can be read any more")
 
 
-def _prepare(image, hr_size, scale, hr_prep, seeds=None, flip=False):
+def _prepare(image, hr_size, scale, hr_prep, seeds=None, flip=False, augment=()):
     """tf op: uint8 image [h, w, 3] -> (lr [hr_size/scale]^2, hr [hr_size]^2) float32 in [-1, 1].
 
     hr_prep "crop": images with a side below hr_size are first upscaled so the short side is hr_size,
     then cropped; "resize": the whole image squashed to hr_size x hr_size. With `seeds` (stateless
     seeds [2, 2]) the crop is random and the flip (if asked) random; without, centre crop, no flip.
+    With seeds, `augment` (some of AUGMENTS) adds "scale": the photo downscaled first by a random factor
+    from 1 to MIN_AUGMENT_SCALE (never below hr_size on its short side), and "rot90": a random number
+    of quarter turns of the crop, which with the flip gives all eight orientations.
     """
     if hr_size % scale:
         raise ValueError(f"hr_size {hr_size} must be divisible by scale {scale}")
     if hr_prep not in HR_PREPS:
         raise ValueError(f"hr_prep must be one of {HR_PREPS}, got {hr_prep!r}")
+    if set(augment) - set(AUGMENTS):
+        raise ValueError(f"augment must be some of {AUGMENTS}, got {augment!r}")
     image = tf.cast(image, tf.float32)
+    augment = augment if seeds is not None else ()
+    scale_seed, turn_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[1], 2)) if augment else (None, None)
+    if "scale" in augment:
+        size = tf.cast(tf.shape(image)[:2], tf.float64)
+        least = tf.minimum(tf.constant(1.0, tf.float64), hr_size / tf.reduce_min(size))
+        factor = tf.maximum(least, tf.random.stateless_uniform([], scale_seed, MIN_AUGMENT_SCALE, 1.0, tf.float64))
+        image = tf.cond(factor < 1,
+                        lambda: tf.image.resize(image, tf.cast(tf.round(size * factor), tf.int32), method="bicubic",
+                                                antialias=True),
+                        lambda: image)
     if hr_prep == "resize":
         hr = tf.image.resize(image, [hr_size, hr_size], method="bicubic", antialias=True)
     else:
@@ -288,6 +305,8 @@ def _prepare(image, hr_size, scale, hr_prep, seeds=None, flip=False):
             hr = tf.image.stateless_random_crop(image, [hr_size, hr_size, 3], seed=seeds[0])
     if flip and seeds is not None:
         hr = tf.image.stateless_random_flip_left_right(hr, seed=seeds[1])
+    if "rot90" in augment:
+        hr = tf.image.rot90(hr, tf.random.stateless_uniform([], turn_seed, 0, 4, tf.int32))
     hr = tf.clip_by_value(hr / 127.5 - 1, -1.0, 1.0)  # bicubic upscaling overshoots
     lr = tf.image.resize(hr, [hr_size // scale] * 2, method="bicubic", antialias=True)
     return tf.clip_by_value(lr, -1.0, 1.0), hr
@@ -295,11 +314,11 @@ def _prepare(image, hr_size, scale, hr_prep, seeds=None, flip=False):
 
 def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip=True, seed=None,
                  repeat=True, shuffle=True, start=0, max_pixels=MAX_PIXELS, skipped=None,
-                 cache_bytes=IMAGE_CACHE_BYTES):
+                 cache_bytes=IMAGE_CACHE_BYTES, augment=()):
     """tf.data.Dataset of (lr [batch, hr_size/scale, hr_size/scale, 3], hr [batch, hr_size, hr_size, 3]).
 
-    Draw k of the endless stream is file permutation(seed, epoch)[k % len(paths)], cropped and flipped
-    with seeds made of (seed, k); a file that cannot be used is replaced by the next one that can (see
+    Draw k of the endless stream is file permutation(seed, epoch)[k % len(paths)], cropped, flipped and
+    augmented (_prepare) with seeds made of (seed, k); a file that cannot be used is replaced by the next one that can (see
     _load_draw; counted in `skipped`, a Skipped). So a seeded run sees the same pairs in the same
     order, and `start` = k begins the stream at draw k at no cost: where a resumed run left off.
     One readable file is required up front (else DataError): otherwise no draw could ever be made.
@@ -328,7 +347,7 @@ def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip
         load = lambda i: _load_draw(paths, int(i), max_pixels, min_scale, skipped, cache)
         image = tf.numpy_function(load, [index], tf.uint8)
         image.set_shape([None, None, 3])
-        return _prepare(image, hr_size, scale, hr_prep, seeds, flip)
+        return _prepare(image, hr_size, scale, hr_prep, seeds, flip, augment)
 
     ds = tf.data.Dataset.from_generator(
         draws, output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([2, 2], tf.int64)))

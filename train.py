@@ -35,7 +35,7 @@ from tflib import tf, tf1
 # The defaults are the report's settings; a preset replaces some of them; flags override both.
 DEFAULTS = dict(
     preset="report", dataset="sample", data_dir=None, name=None, runs_dir="runs",
-    hr_size=256, hr_prep="crop", batch_size=1, blocks=16, precision="fp32", gan_update="alternating",
+    hr_size=256, hr_prep="crop", augment="", batch_size=1, blocks=16, precision="fp32", gan_update="alternating",
     content_loss="vgg", vgg_layer="conv5_3", vgg_before_relu=False, vgg_weights=None,
     learning_rate=1e-3, beta1=0.97, lr_decay=False,  # Adam(beta1=0.97) at TensorFlow's default rate
     pretrain_lr=None, warmup_iters=0, pretrain_schedule="constant",  # pre-training at learning_rate
@@ -150,6 +150,10 @@ def build_parser():
                         ".npz; the run then skips the pre-training and starts with the GAN phase, unless "
                         "--pretrain-iters is given")
     p.add_argument("--hr-prep", choices=("crop", "resize"), help="random crop (default) or resize the whole image")
+    p.add_argument("--augment", metavar="POLICY", help="more training pairs from few photos, as the T91 papers make "
+                   "them: rot90 (random quarter turns of the crop; with the flip, all eight orientations), scale "
+                   f"(each photo downscaled first by a random factor from 1 to {data.MIN_AUGMENT_SCALE}); "
+                   "comma-separated (default none)")
     p.add_argument("--vgg-weights", help=".npz, Keras .h5 or vgg16.npy (default: weights/, fetched offline)")
     p.add_argument("--lr", dest="learning_rate", type=float)
     p.add_argument("--beta1", type=float)
@@ -274,9 +278,12 @@ def check_config(cfg):
                           f"layer before its ReLU too: choose a --vgg-layer other than {', '.join(TEXTURE_LAYERS)}")
     if not 0 <= cfg["g_ema"] < 1:
         raise ConfigError(f"--g-ema must be in [0, 1), not {cfg['g_ema']}")
-    unknown = set(d_augments(cfg["d_augment"])) - set(D_AUGMENTS)
-    if unknown:
-        raise ConfigError(f"--d-augment takes some of {', '.join(D_AUGMENTS)}, comma-separated, not {', '.join(sorted(unknown))}")
+    for flag, given, known in (("--d-augment", cfg["d_augment"], D_AUGMENTS), ("--augment", cfg["augment"], data.AUGMENTS)):
+        unknown = set(policy(given)) - set(known)
+        if unknown:
+            raise ConfigError(f"{flag} takes some of {', '.join(known)}, comma-separated, not {', '.join(sorted(unknown))}")
+    if "scale" in policy(cfg["augment"]) and cfg["hr_prep"] != "crop":
+        raise ConfigError("--augment scale downscales the photo before the crop: it needs --hr-prep crop")
     if not 0 < cfg["real_label"] <= 1:
         raise ConfigError(f"--real-label must be in (0, 1], not {cfg['real_label']}")
     if not 0 <= cfg["max_bad_fraction"] <= 1:
@@ -297,13 +304,13 @@ def model_config(cfg):
         precision=cfg["precision"], fused_gan_step=cfg["gan_update"] == "fused", d_lr=cfg["d_lr"],
         real_label=cfg["real_label"], gan_loss=cfg["gan_loss"], adv_weight=cfg["adv_weight"],
         pixel_weight=cfg["pixel_weight"], g_ema=cfg["g_ema"], freeze_g_bn=cfg["freeze_g_bn"],
-        grid_weight=cfg["grid_weight"], texture_weight=cfg["texture_weight"], d_augment=d_augments(cfg["d_augment"]),
+        grid_weight=cfg["grid_weight"], texture_weight=cfg["texture_weight"], d_augment=policy(cfg["d_augment"]),
         d_head=cfg["d_head"])
 
 
-def d_augments(policy):
-    """The transforms of a --d-augment policy ("color,translation", "" for none)."""
-    return tuple(name for name in policy.split(",") if name)
+def policy(flag):
+    """The transforms of an --augment or --d-augment policy ("color,translation", "" for none)."""
+    return tuple(name for name in flag.split(",") if name)
 
 
 # ----------------------------------------------------------------------------- training
@@ -372,7 +379,8 @@ class Trainer:
             tf1.set_random_seed(cfg["seed"])
             with tf1.name_scope("data"):
                 dataset = data.make_dataset(paths, cfg["hr_size"], SCALE, cfg["batch_size"], cfg["hr_prep"], seed=cfg["seed"],
-                                            start=self.draws(start_step), max_pixels=cfg["max_pixels"], skipped=self.skipped)
+                                            start=self.draws(start_step), max_pixels=cfg["max_pixels"], skipped=self.skipped,
+                                            augment=policy(cfg["augment"]))
                 lr, hr = tf1.data.make_one_shot_iterator(dataset).get_next()
             self.model = SRGAN(lr, hr, model_config(cfg))
             saved = self.model.saveable_variables()

@@ -200,6 +200,29 @@ def test_flip(tmp_path):
     np.testing.assert_allclose(hr, np.broadcast_to(image, hr.shape), atol=1e-6)
 
 
+def test_rot90_with_the_flip_gives_the_eight_orientations(tmp_path):
+    noise_image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    path = write(str(tmp_path / "noise.png"), noise_image)
+    image = noise_image / 127.5 - 1
+    orientations = [np.rot90(flipped, k) for flipped in (image, image[:, ::-1]) for k in range(4)]
+    _, hr, _ = take([path], 64, hr_size=16, seed=0, augment=("rot90",))
+    seen = [next(i for i, o in enumerate(orientations) if np.allclose(x, o, atol=1e-6)) for x in hr]
+    assert sorted(set(seen)) == list(range(8))
+    _, again, _ = take([path], 64, hr_size=16, seed=0, augment=("rot90",))
+    np.testing.assert_array_equal(hr, again)  # seeded: the same turns in a second run
+
+
+def test_scale_downscales_the_photo_by_up_to_a_half_and_never_below_the_crop(tmp_path):
+    ramp = np.broadcast_to(np.linspace(0, 252, 64).astype(np.uint8)[None, :, None], (64, 64, 3))
+    path = write(str(tmp_path / "ramp.png"), np.ascontiguousarray(ramp))
+    _, hr, _ = take([path], 60, hr_size=16, flip=False, seed=0, augment=("scale",))
+    slopes = np.median(np.diff(hr[:, 8, :, 0], axis=1), axis=1) / (4 / 127.5)  # against the photo's own
+    assert slopes.min() > 0.97 and slopes.max() < 2.03 and np.ptp(slopes) > 0.5, slopes
+    small = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)  # as small as the crop: left as it is
+    _, hr, _ = take([write(str(tmp_path / "small.png"), small)], 8, hr_size=16, flip=False, seed=0, augment=("scale",))
+    np.testing.assert_allclose(hr, np.broadcast_to(small / 127.5 - 1, hr.shape), atol=1e-6)
+
+
 def test_order_shuffle_and_seed(tmp_path):
     colours = np.arange(8) * 30
     paths = [write(str(tmp_path / f"{i}.png"), np.full((32, 32, 3), c, np.uint8)) for i, c in enumerate(colours)]

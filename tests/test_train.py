@@ -114,6 +114,8 @@ BAD_INPUTS = [
      "--vgg-before-relu with --vgg-layer conv2_1 would give the texture loss that layer before its ReLU too"),
     (["--pixel-weight", "0.01"], "--pixel-weight weights the MSE term, which --content-loss vgg leaves out"),
     (["--runs-dir", "/dev/null/runs"], "Not a directory"),
+    (["--augment", "rot90,rot180"], "--augment takes some of rot90, scale, comma-separated, not rot180"),
+    (["--augment", "scale", "--hr-prep", "resize"], "--augment scale downscales the photo before the crop"),
 ]
 
 
@@ -131,6 +133,16 @@ def test_bad_input_is_one_clear_line(bad_input_results, args, message):
     runs_dir, result = bad_input_results[tuple(args)]
     assert_one_error_line(result, message)
     assert not os.listdir(runs_dir), "a failed start must leave no run directory behind"
+
+
+def test_augment_reaches_the_training_pipeline(tmp_path, monkeypatch):
+    given = []
+    make_dataset = train_py.data.make_dataset
+    monkeypatch.setattr(train_py.data, "make_dataset", lambda *a, **k: given.append(k["augment"]) or make_dataset(*a, **k))
+    cfg, run_dir, _ = train_py.make_config([*TINY, "--content-loss", "mse", "--augment", "scale,rot90",
+                                            "--runs-dir", str(tmp_path)])
+    train_py.Trainer(cfg, run_dir).close()
+    assert given == [("scale", "rot90")]
 
 
 def test_a_checkpoint_of_another_architecture_is_one_clear_line(pretrained):
