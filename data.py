@@ -318,9 +318,9 @@ def make_dataset(paths, hr_size=256, scale=4, batch_size=1, hr_prep="crop", flip
     """tf.data.Dataset of (lr [batch, hr_size/scale, hr_size/scale, 3], hr [batch, hr_size, hr_size, 3]).
 
     Draw k of the endless stream is file permutation(seed, epoch)[k % len(paths)], cropped, flipped and
-    augmented (_prepare) with seeds made of (seed, k); a file that cannot be used is replaced by the next one that can (see
-    _load_draw; counted in `skipped`, a Skipped). So a seeded run sees the same pairs in the same
-    order, and `start` = k begins the stream at draw k at no cost: where a resumed run left off.
+    augmented (_prepare) with seeds made of (seed, k); a file that cannot be used is replaced by the next
+    one that can (see _load_draw; counted in `skipped`, a Skipped). So a seeded run sees the same pairs in
+    the same order, and `start` = k begins the stream at draw k at no cost: where a resumed run left off.
     One readable file is required up front (else DataError): otherwise no draw could ever be made.
     Decoded images are kept in memory up to cache_bytes (ImageCache).
     """

@@ -278,7 +278,8 @@ def check_config(cfg):
                           f"layer before its ReLU too: choose a --vgg-layer other than {', '.join(TEXTURE_LAYERS)}")
     if not 0 <= cfg["g_ema"] < 1:
         raise ConfigError(f"--g-ema must be in [0, 1), not {cfg['g_ema']}")
-    for flag, given, known in (("--d-augment", cfg["d_augment"], D_AUGMENTS), ("--augment", cfg["augment"], data.AUGMENTS)):
+    for flag, given, known in (("--d-augment", cfg["d_augment"], D_AUGMENTS),
+                               ("--augment", cfg["augment"], data.AUGMENTS)):
         unknown = set(policy(given)) - set(known)
         if unknown:
             raise ConfigError(f"{flag} takes some of {', '.join(known)}, comma-separated, not {', '.join(sorted(unknown))}")
