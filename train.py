@@ -149,7 +149,7 @@ def build_parser():
                         "the generators shipped in weights/, or a run directory, checkpoint, SavedModel or "
                         ".npz; the run then skips the pre-training and starts with the GAN phase, unless "
                         "--pretrain-iters is given")
-    p.add_argument("--hr-prep", choices=("crop", "resize"), help="random crop (default) or resize the whole image")
+    p.add_argument("--hr-prep", choices=data.HR_PREPS, help="random crop (default) or resize the whole image")
     p.add_argument("--augment", metavar="POLICY", help="more training pairs from few photos, as the T91 papers make "
                    "them: rot90 (random quarter turns of the crop; with the flip, all eight orientations), scale "
                    f"(each photo downscaled first by a random factor from 1 to {data.MIN_AUGMENT_SCALE}); "
