@@ -106,8 +106,10 @@ def resolve_precision(precision, file=None):
 def session_config(precision="fp32"):
     """The training sessions' options: all of this machine's cores; soft placement, so that the same
     graph runs on a GPU where there is one; no constant folding, which would turn the zero initial
-    values of Adam's slots into constants kept for the session's life; and for `precision` bf16,
-    oneDNN's bfloat16 rewrite of convolutions and matmuls (float16 is the optimizers' job, see model.py).
+    values of Adam's slots into constants kept for the session's life; no memory optimizer, whose
+    rewrite of a large AddN adds its inputs in the order they arrive, so that two runs of one command
+    part after some iterations (docs/gan-phase.md, round 30); and for `precision` bf16, oneDNN's
+    bfloat16 rewrite of convolutions and matmuls (float16 is the optimizers' job, see model.py).
     """
     from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
 
@@ -116,6 +118,7 @@ def session_config(precision="fp32"):
                              inter_op_parallelism_threads=2)
     config.gpu_options.allow_growth = True
     config.graph_options.rewrite_options.constant_folding = RewriterConfig.OFF
+    config.graph_options.rewrite_options.memory_optimization = RewriterConfig.NO_MEM_OPT
     if precision == "bf16":
         config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = RewriterConfig.ON
         # The rewrite would also cast D's dense kernels, whose matmuls at batch 1 only stream the kernel:

@@ -114,3 +114,32 @@ def test_the_tests_forked_commands_end_as_fresh_processes_do(argv, tmp_path):
     forked = run_script(None, *argv[2:], code=argv[1]) if argv[0] == "-c" else run_script(*argv)
     assert (forked.returncode, forked.stdout) == (fresh.returncode, fresh.stdout)
     assert forked.stderr.splitlines()[-1:] == fresh.stderr.splitlines()[-1:] != []
+
+
+def test_training_sessions_keep_each_addn_whole_so_runs_repeat():
+    """Grappler's memory optimizer turns an AddN it expects to be live at peak memory into additions
+    to a temporary variable, made in whatever order the inputs arrive: two runs of one command then
+    part. The training sessions' options leave every AddN whole."""
+    import tflib
+    from model import SRGAN, SRGANConfig
+    from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
+    from tensorflow.python.grappler import tf_optimizer
+    tf, tf1 = tflib.tf, tflib.tf1
+    graph = tf.Graph()
+    with graph.as_default():  # the recipe's batch of 16 96x96 crops: large enough for the rewrite
+        lr, hr = tf1.placeholder(tf.float32, [16, 24, 24, 3]), tf1.placeholder(tf.float32, [16, 96, 96, 3])
+        model = SRGAN(lr, hr, SRGANConfig(blocks=2, content_loss="mse+vgg"))
+        graph.add_to_collection("train_op", model.g_train_op)
+        graph.add_to_collection("train_op", model.d_train_op)
+        meta_graph = tf1.train.export_meta_graph(graph=graph)
+
+    def temporary_variables(config):
+        return [n.name for n in tf_optimizer.OptimizeGraph(config, meta_graph).node if n.op == "TemporaryVariable"]
+
+    with_memory_optimizer = tflib.session_config("fp32")
+    with_memory_optimizer.graph_options.rewrite_options.memory_optimization = RewriterConfig.DEFAULT_MEM_OPT
+    if not temporary_variables(with_memory_optimizer):
+        pytest.skip("the memory optimizer rewrites no AddN of this graph on this machine (more memory): "
+                    "nothing to check")
+    assert temporary_variables(tflib.session_config("fp32")) == []
+    assert temporary_variables(tflib.session_config("bf16")) == []
