@@ -107,8 +107,8 @@ def session_config(precision="fp32"):
     """The training sessions' options: all of this machine's cores; soft placement, so that the same
     graph runs on a GPU where there is one; no constant folding, which would turn the zero initial
     values of Adam's slots into constants kept for the session's life; no memory optimizer, whose
-    rewrite of a large AddN adds its inputs in the order they arrive, so that two runs of one command
-    part after some iterations (docs/gan-phase.md, round 30); and for `precision` bf16, oneDNN's
+    rewrite of a large AddN adds its inputs in the order they arrive, which made two runs of one
+    command part after some iterations (docs/gan-phase.md, round 30); and for `precision` bf16, oneDNN's
     bfloat16 rewrite of convolutions and matmuls (float16 is the optimizers' job, see model.py).
     """
     from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
