@@ -1,4 +1,5 @@
-"""tflib: every command starts quietly, its first line its own, and a real TensorFlow failure still shows."""
+"""tflib: every command starts quietly, its first line its own, and a real TensorFlow failure still shows;
+the training sessions' options keep runs repeatable."""
 import os
 import subprocess
 import sys
